@@ -1,0 +1,73 @@
+"""Fixtures that talk to real things: Redis, the database, Celery workers, HTTP servers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+from kombu import Connection
+
+from core.httpstub import RecordingServer, Request, Response
+from proj.celery import app as celery_app
+from tests.support.workers import WorkerFleet, worker_env
+
+
+def _redis_url(db: int) -> str:
+    base = settings.CELERY_BROKER_URL.rsplit("/", 1)[0]
+    return f"{base}/{db}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _empty_test_broker() -> None:
+    """Start every session with an empty broker database: no messages from earlier runs."""
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+@pytest.fixture(scope="session")
+def app() -> Any:
+    return celery_app
+
+
+@pytest.fixture(scope="session")
+def worker_fleet(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerFleet]:
+    """Every pool of the topology as a real worker subprocess, for the whole session."""
+    with django_db_blocker.unblock():
+        env = worker_env(connection.settings_dict)
+    fleet = WorkerFleet(celery_app, env, settings.VAR_DIR / "log" / "pytest-workers")
+    fleet.start()
+    yield fleet
+    fleet.stop()
+
+
+@pytest.fixture
+def workers(worker_fleet: WorkerFleet, transactional_db: None) -> WorkerFleet:
+    """Workers plus a committed (transactional) database they can see."""
+    return worker_fleet
+
+
+@pytest.fixture
+def isolated_broker() -> Iterator[tuple[Connection, redis.Redis]]:
+    """A broker database no worker consumes, to see exactly which queue a message lands on."""
+    url = _redis_url(14)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    with celery_app.connection_for_write(url) as conn:
+        yield conn, client
+    client.flushdb()
+
+
+@pytest.fixture
+def http_server() -> Iterator[RecordingServer]:
+    """A real HTTP server on a free port; set `.handler` to script its answers."""
+
+    def ok(request: Request) -> Response:
+        return Response(200, {"ok": True})
+
+    with RecordingServer(ok) as server:
+        yield server

@@ -153,6 +153,9 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = DEBUG
 
+# The public address of the back office, for links in emails (report ready, ...).
+SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
 EMAIL_BACKEND = os.environ.get(
     "DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
 )

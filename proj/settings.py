@@ -145,6 +145,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request otherwise
 # Private files (report outputs): never under STATIC_ROOT or a public MEDIA_URL.
 PRIVATE_STORAGE_ROOT = Path(os.environ.get("SHOP_PRIVATE_STORAGE", VAR_DIR / "private"))
 STORAGES = {
@@ -238,3 +239,27 @@ WORKER_POOLS = topology.POOLS
 # Flower: basic auth from the environment (user:password[,user:password]).
 FLOWER_BASIC_AUTH = os.environ.get("FLOWER_BASIC_AUTH", "")
 FLOWER_PORT = env_int("FLOWER_PORT", 5555)
+
+# --- Supplier refresh ------------------------------------------------------------------
+SUPPLIER_API_URL = os.environ.get("SUPPLIER_API_URL", "").rstrip("/")
+STATUS_CALLBACK_URL = os.environ.get("STATUS_CALLBACK_URL", "")
+# Explicit timeouts and a size cap on every supplier and callback call.
+SUPPLIER_CONNECT_TIMEOUT = float(os.environ.get("SUPPLIER_CONNECT_TIMEOUT", "3.05"))
+SUPPLIER_READ_TIMEOUT = float(os.environ.get("SUPPLIER_READ_TIMEOUT", "10"))
+SUPPLIER_MAX_RESPONSE_BYTES = env_int("SUPPLIER_MAX_RESPONSE_BYTES", 1_000_000)
+# Transient errors (timeouts, 5xx, 429) are retried with exponential backoff and full
+# jitter: SUPPLIER_RETRY_BACKOFF x 2^n seconds, at most SUPPLIER_RETRY_BACKOFF_MAX, at most
+# SUPPLIER_MAX_RETRIES times; then the product is recorded as failed.
+SUPPLIER_MAX_RETRIES = env_int("SUPPLIER_MAX_RETRIES", 4)
+SUPPLIER_RETRY_BACKOFF = float(os.environ.get("SUPPLIER_RETRY_BACKOFF", "2"))
+SUPPLIER_RETRY_BACKOFF_MAX = float(os.environ.get("SUPPLIER_RETRY_BACKOFF_MAX", "600"))
+# Products per refresh task (1 reproduces the naive one-task-per-product design) and
+# concurrent supplier requests inside one task.
+REFRESH_CHUNK_SIZE = env_int("REFRESH_CHUNK_SIZE", 50)
+REFRESH_CHUNK_CONCURRENCY = env_int("REFRESH_CHUNK_CONCURRENCY", 10)
+
+# --- Reports ---------------------------------------------------------------------------
+# The longest date range one report may cover: bounds the work a single request can queue.
+REPORTS_MAX_RANGE_DAYS = env_int("REPORTS_MAX_RANGE_DAYS", 366)
+# Finished report files: private (no URL), served only by the permission-checked view.
+REPORTS_STORAGE_ROOT = PRIVATE_STORAGE_ROOT / "reports"

@@ -65,6 +65,7 @@ ROUTES: dict[str, str] = {
     "core.tasks.ping": DEFAULT_QUEUE,
     "shop.tasks.product_refresh_chunk": REFRESH_QUEUE,
     "shop.tasks.refresh_run_finish": CALLBACKS_QUEUE,
+    "shop.tasks.refresh_run_abort": CALLBACKS_QUEUE,
 }
 
 POOLS: tuple[Pool, ...] = (

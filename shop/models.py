@@ -111,6 +111,9 @@ class RefreshRun(models.Model):
     # The status callback: what happened when we told STATUS_CALLBACK_URL.
     callback_status = models.CharField(max_length=255, blank=True)
     callback_sent_at = models.DateTimeField(null=True, blank=True)
+    # Who may POST right now: a duplicate callback delivery waits out the lease instead of
+    # sending a second request; a crashed sender's lease expires and a redelivery resends.
+    callback_lease_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

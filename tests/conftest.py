@@ -13,6 +13,7 @@ from kombu import Connection
 
 from core.httpstub import RecordingServer, Request, Response
 from proj.celery import app as celery_app
+from shop.supplier_stub import SupplierStub
 from tests.support.workers import WorkerFleet, worker_env
 
 
@@ -33,12 +34,30 @@ def app() -> Any:
 
 
 @pytest.fixture(scope="session")
+def supplier_server() -> Iterator[SupplierStub]:
+    """The supplier stand-in as a real HTTP server, for the whole session."""
+    stub = SupplierStub()
+    stub.server.start()
+    yield stub
+    stub.server.stop()
+
+
+@pytest.fixture
+def supplier(supplier_server: SupplierStub) -> SupplierStub:
+    """The stand-in with default behaviour and no recorded requests."""
+    supplier_server.reset()
+    return supplier_server
+
+
+@pytest.fixture(scope="session")
 def worker_fleet(
-    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+    django_db_setup: None, django_db_blocker: Any, supplier_server: SupplierStub
 ) -> Iterator[WorkerFleet]:
     """Every pool of the topology as a real worker subprocess, for the whole session."""
     with django_db_blocker.unblock():
         env = worker_env(connection.settings_dict)
+    env["SUPPLIER_API_URL"] = supplier_server.server.url
+    env["STATUS_CALLBACK_URL"] = supplier_server.server.url + "/status"
     fleet = WorkerFleet(celery_app, env, settings.VAR_DIR / "log" / "pytest-workers")
     fleet.start()
     yield fleet

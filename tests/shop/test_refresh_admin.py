@@ -1,0 +1,226 @@
+"""The refresh workflow as staff use it: admin action -> real workers -> supplier stand-in."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from core.httpstub import Response
+from shop.demo import supplier_record
+from shop.models import PriceChange, Product, RefreshRun
+from tests.shop.conftest import csrf_client, csrf_token, make_products, make_staff, wait_finished
+
+pytestmark = pytest.mark.workers
+CHANGELIST = reverse("admin:shop_product_changelist")
+
+
+def run_action(client, products: list[Product]):
+    token = csrf_token(client, CHANGELIST)
+    return client.post(
+        CHANGELIST,
+        {
+            "action": "refresh_from_supplier",
+            "_selected_action": [p.pk for p in products],
+            "csrfmiddlewaretoken": token,
+        },
+        follow=True,
+    )
+
+
+def test_admin_action_refreshes_products_and_calls_back_once(workers, supplier, refresher):
+    products = make_products(3)
+    client = csrf_client(refresher)
+
+    page = run_action(client, products)
+
+    run = RefreshRun.objects.get()
+    assert f'<a href="{run.get_absolute_url()}">refresh run #{run.pk}</a>' in page.text
+    assert "for 3 products" in page.text
+    run = wait_finished(run)
+    assert run.status == RefreshRun.Status.SUCCEEDED
+    assert (run.total, run.succeeded, run.failed) == (3, 3, 0)
+    assert run.requested_by == refresher and run.trigger == "admin"
+    for product in Product.objects.all():
+        expected = supplier_record(product.sku)
+        assert product.name == expected["name"]
+        assert product.price == Decimal(expected["price"])
+        assert product.stock == expected["stock"]
+        assert product.supplier_details["warehouse"] == expected["warehouse"]
+        assert product.last_refreshed_at and not product.last_error
+
+    [callback] = supplier.callbacks()
+    assert callback.json()["run"] == run.pk
+    assert callback.json()["status"] == "succeeded"
+    assert callback.json()["products"] == 3
+    assert callback.headers["idempotency-key"] == f"refresh-run-{run.pk}"
+    assert run.callback_status == "delivered (HTTP 200)"
+
+    detail = client.get(run.get_absolute_url()).text
+    assert "3 / 3 done, 0 failed" in detail and "delivered (HTTP 200)" in detail
+
+
+def test_staff_without_permission_see_no_action_and_a_forged_post_starts_nothing(workers, supplier):
+    viewer = make_staff("viewer", "view_product")
+    products = make_products(2)
+    client = csrf_client(viewer)
+
+    assert "Refresh details from supplier" not in client.get(CHANGELIST).text
+    page = run_action(client, products)
+
+    assert page.status_code == 200
+    assert RefreshRun.objects.count() == 0
+    assert supplier.product_requests() == []
+
+
+def test_a_forged_post_without_csrf_token_is_refused(workers, supplier, refresher):
+    products = make_products(1)
+    client = csrf_client(refresher)
+    reply = client.post(
+        CHANGELIST, {"action": "refresh_from_supplier", "_selected_action": [products[0].pk]}
+    )
+    assert reply.status_code == 403
+    assert RefreshRun.objects.count() == 0
+
+
+def test_unknown_products_fail_the_run_show_errors_and_send_no_callback(
+    workers, supplier, refresher
+):
+    products = make_products(3)
+    supplier.script(products[1].sku, Response(404, {"error": "unknown sku"}))
+    client = csrf_client(refresher)
+
+    run_action(client, products)
+    run = wait_finished(RefreshRun.objects.get())
+
+    assert run.status == RefreshRun.Status.FAILED
+    assert (run.succeeded, run.failed) == (2, 1)
+    assert supplier.callbacks() == []
+    assert run.callback_status == "not sent: some products failed"
+    failed = Product.objects.get(pk=products[1].pk)
+    assert failed.last_error == f"the supplier does not know SKU {failed.sku}"
+    assert failed.last_refreshed_at is None
+    assert len(supplier.product_requests(failed.sku)) == 1  # permanent: not retried
+    detail = client.get(run.get_absolute_url()).text
+    assert f"the supplier does not know SKU {failed.sku}" in detail
+    assert "2 / 3 done, 1 failed" not in detail and "3 / 3 done, 1 failed" in detail
+
+
+def test_a_server_error_then_success_is_retried_and_succeeds(workers, supplier, refresher):
+    [product] = make_products(1)
+    supplier.script(product.sku, Response(500, {"error": "boom"}))
+
+    run_action(csrf_client(refresher), [product])
+    run = wait_finished(RefreshRun.objects.get())
+
+    assert run.status == RefreshRun.Status.SUCCEEDED
+    assert len(supplier.product_requests(product.sku)) == 2
+    assert len(supplier.callbacks()) == 1
+
+
+def test_rate_limited_with_retry_after_is_retried(workers, supplier, refresher):
+    [product] = make_products(1)
+    supplier.script(product.sku, Response(429, {}, headers={"Retry-After": "1"}))
+
+    run_action(csrf_client(refresher), [product])
+    run = wait_finished(RefreshRun.objects.get())
+
+    first, second = supplier.product_requests(product.sku)
+    assert second.received_at - first.received_at >= 1.0
+    assert run.status == RefreshRun.Status.SUCCEEDED
+
+
+def test_a_supplier_that_keeps_timing_out_fails_after_bounded_retries(workers, supplier, refresher):
+    [product] = make_products(1)
+    slow = Response(200, supplier_record(product.sku), delay=2.5)  # read timeout is 1 s
+    supplier.script(product.sku, slow, slow, slow, slow)
+
+    run_action(csrf_client(refresher), [product])
+    run = wait_finished(RefreshRun.objects.get())
+
+    assert run.status == RefreshRun.Status.FAILED
+    assert len(supplier.product_requests(product.sku)) == 3  # first try + 2 retries
+    error = Product.objects.get().last_error
+    assert error.startswith("supplier timed out") and "gave up after 3 attempts" in error
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("{not json", "supplier sent malformed JSON"),
+        (
+            {
+                "sku": "DEMO-00001",
+                "name": "X",
+                "description": "",
+                "currency": "EUR",
+                "price": 12.5,
+                "stock": 1,
+            },
+            "price 12.5 is not a decimal string",
+        ),
+        (
+            {
+                "sku": "DEMO-00001",
+                "name": "X",
+                "description": "",
+                "currency": "EUR",
+                "price": "1.00",
+                "stock": -3,
+            },
+            "stock -3 is not a non-negative integer",
+        ),
+    ],
+)
+def test_a_malformed_answer_is_recorded_without_retry(workers, supplier, refresher, body, message):
+    [product] = make_products(1)
+    supplier.script(product.sku, Response(200, body))
+
+    run_action(csrf_client(refresher), [product])
+    run = wait_finished(RefreshRun.objects.get())
+
+    assert run.status == RefreshRun.Status.FAILED
+    assert len(supplier.product_requests(product.sku)) == 1
+    product.refresh_from_db()
+    assert message in product.last_error
+    assert product.name == "placeholder 1"  # nothing half-applied
+
+
+def test_retry_failed_products_starts_a_new_run_for_them_only(workers, supplier, refresher):
+    products = make_products(3)
+    supplier.script(products[0].sku, Response(404, {}))
+    client = csrf_client(refresher)
+    run_action(client, products)
+    first = wait_finished(RefreshRun.objects.get())
+    assert first.status == RefreshRun.Status.FAILED
+
+    changelist = reverse("admin:shop_refreshrun_changelist")
+    page = client.post(
+        changelist,
+        {"action": "retry_failed", "_selected_action": [first.pk],
+         "csrfmiddlewaretoken": csrf_token(client, changelist)},
+        follow=True,
+    )  # fmt: skip
+
+    retry = RefreshRun.objects.exclude(pk=first.pk).get()
+    assert f"for 1 failed products of run #{first.pk}" in page.text
+    assert retry.retry_of == first and retry.total == 1
+    retry = wait_finished(retry)
+    assert retry.status == RefreshRun.Status.SUCCEEDED
+    assert len(supplier.product_requests(products[0].sku)) == 2
+
+
+def test_a_changed_price_is_recorded(workers, supplier, refresher):
+    [product] = make_products(1)
+    run_action(csrf_client(refresher), [product])
+    wait_finished(RefreshRun.objects.get())
+    new_record = {**supplier_record(product.sku), "price": "999.99"}
+    supplier.catalogue[product.sku] = new_record
+
+    run_action(csrf_client(refresher), [product])
+    second = wait_finished(RefreshRun.objects.latest("pk"))
+
+    change = PriceChange.objects.get()
+    assert change.old_price == Decimal(supplier_record(product.sku)["price"])
+    assert change.new_price == Decimal("999.99") and change.run == second

@@ -9,4 +9,5 @@ admin.site.site_title = "Shop back office"
 urlpatterns = [
     path("", include("core.urls")),
     path("admin/", admin.site.urls),
+    path("reports/", include("reports.urls")),
 ]

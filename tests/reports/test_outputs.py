@@ -1,0 +1,124 @@
+"""Each type, run by real workers on its own queue: numbers, CSV, PDF, email, progress."""
+
+from __future__ import annotations
+
+import pytest
+
+from proj import topology
+from reports import registry, workflows
+from reports.models import ReportRun
+from tests.reports.conftest import RANGE, read_mail
+from tests.reports.helpers import csv_sections, pdf_has_text, pdf_pages, read_file, wait_finished
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.workers
+
+
+def request(identifier: str, data: dict, user=None) -> ReportRun:
+    kind = registry.get(identifier)
+    return workflows.report_run_request(
+        report_type=identifier, params=kind.clean_params(data), requested_by=user
+    )
+
+
+def assert_succeeded_on_own_queue(run: ReportRun) -> None:
+    run = wait_finished(run)
+    assert run.status == ReportRun.Status.SUCCEEDED, run.error
+    assert run.queue == topology.report_queue(run.report_type)
+    assert run.parts_done == run.parts_total > 0
+    assert run.started_at and run.finished_at and run.finished_at >= run.started_at
+
+
+def test_sales_summary_numbers_csv_pdf_and_email(workers, shop, staff, mailbox):
+    run = request("sales_summary", {**RANGE, "top_n": "2"}, staff)
+    assert_succeeded_on_own_queue(run)
+    assert run.parts_total == 2  # 10 days in 7-day windows: gathered in parallel
+
+    days, top = csv_sections(read_file(run, "csv"))
+    assert days[0] == ["date", "orders", "units", "revenue"]
+    per_day = {row[0]: row[1:] for row in days[1:]}
+    assert len(per_day) == 11  # ten days plus the total row
+    # O1 (2x10.00 + 1x2.50) and O2 (1x100.00) on the 2nd; O3 cancelled; O4 on the 9th.
+    assert per_day["2026-03-02"] == ["2", "4", "122.50"]
+    assert per_day["2026-03-05"] == ["0", "0", "0.00"]
+    assert per_day["2026-03-09"] == ["1", "4", "10.00"]
+    assert per_day["total"] == ["3", "8", "132.50"]
+    assert top == [
+        ["rank", "sku", "name", "units", "revenue"],
+        ["1", "C-3", "Product C-3", "1", "100.00"],
+        ["2", "A-1", "Product A-1", "2", "20.00"],
+    ]
+
+    pdf = read_file(run, "pdf")
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    assert pdf_pages(pdf) == 2  # summary, chart and top products; then per-day table
+    assert pdf_has_text(pdf, "Sales summary")
+    assert pdf_has_text(pdf, "Revenue per day")  # the chart's title
+    assert pdf_has_text(pdf, "Revenue: 132.50")
+    assert pdf_has_text(pdf, "Page 2")
+
+    # The email goes out just after the run is marked succeeded.
+    mails = wait_for(
+        lambda: [m for m in read_mail() if f"Sales summary #{run.pk}" in m], what="the email"
+    )
+    assert len(mails) == 1
+    assert "To: alice@example.com" in mails[0]
+    assert f"http://127.0.0.1:8000/reports/runs/{run.pk}/download/csv" in mails[0]
+    run.refresh_from_db()
+    assert run.notified_at is not None
+
+
+def test_inventory_numbers_csv_pdf(workers, shop, staff):
+    run = request("inventory", {"low_stock_threshold": "5"}, staff)
+    assert_succeeded_on_own_queue(run)
+
+    summary, products = csv_sections(read_file(run, "csv"))
+    assert dict(summary[1:]) == {
+        "products": "4",
+        "units in stock": "45",  # 3 + 40 + 0 + 2
+        "out of stock": "1",  # C-3
+        "low stock": "3",  # A-1 (3), C-3 (0), D-4 (2)
+        "stock value EUR": "130.00",  # 3 x 10.00 + 40 x 2.50
+        "stock value USD": "14.00",  # 0 x 100.00 + 2 x 7.00
+    }
+    assert [row[0] for row in products[1:] if row[6] == "yes"] == ["A-1", "C-3", "D-4"]
+
+    pdf = read_file(run, "pdf")
+    assert pdf.startswith(b"%PDF-")
+    assert pdf_pages(pdf) == 2
+    assert pdf_has_text(pdf, "Products by stock level")
+    assert pdf_has_text(pdf, "Low stock (3 products)")
+
+
+def test_price_changes_numbers_csv_pdf(workers, shop, staff):
+    run = request("price_changes", RANGE, staff)
+    assert_succeeded_on_own_queue(run)
+
+    summary, changes = csv_sections(read_file(run, "csv"))
+    assert dict(summary[1:]) == {
+        "changes": "2",
+        "products": "2",
+        "increases": "1",
+        "decreases": "1",
+    }
+    assert changes[1:] == [
+        ["2026-03-03T12:00:00+00:00", "A-1", "Product A-1", "9.00", "10.00", "+1.00", "+11.1"],
+        ["2026-03-08T12:00:00+00:00", "B-2", "Product B-2", "3.00", "2.50", "-0.50", "-16.7"],
+    ]
+    pdf = read_file(run, "pdf")
+    assert pdf.startswith(b"%PDF-") and pdf_pages(pdf) == 1
+    assert pdf_has_text(pdf, "Price changes") and pdf_has_text(pdf, "+11.1")
+
+
+def test_a_failing_part_fails_the_run_with_a_reason_and_it_can_be_rerun(workers, shop, staff):
+    run = request("sales_summary", RANGE, staff)
+    # Break the stored plan so the worker's gather step fails for real (an index error).
+    ReportRun.objects.filter(pk=run.pk).update(parts=[])
+    run = wait_finished(run)
+    assert run.status == ReportRun.Status.FAILED
+    assert "Part 1 of 2" in run.error and "IndexError" in run.error
+    assert not run.csv_file and not run.pdf_file
+
+    again = workflows.report_run_rerun(run=run, requested_by=staff)
+    assert_succeeded_on_own_queue(again)
+    assert again.rerun_of_id == run.pk and again.trigger == ReportRun.Trigger.RERUN

@@ -1,0 +1,147 @@
+"""Duplicate deliveries, large runs and the cron command, against real workers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.conf import settings
+
+from core.httpstub import Response
+from proj.topology import CALLBACKS_QUEUE, REFRESH_QUEUE
+from shop.models import Product, RefreshItem, RefreshRun
+from shop.workflows import refresh_start
+from tests.shop.conftest import make_products, wait_finished
+from tests.support.settings_env import manage
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.workers
+
+
+@pytest.fixture
+def held_queues(app, workers) -> Iterator[redis.Redis]:
+    """Refresh and callback nodes stop consuming, so messages wait on the broker."""
+    nodes = {REFRESH_QUEUE: ["refresh@pytest"], CALLBACKS_QUEUE: ["callbacks@pytest"]}
+    for queue, destination in nodes.items():
+        app.control.cancel_consumer(queue, destination=destination, reply=True)
+    # A BRPOP already waiting still names the cancelled queue until its 1 s timeout ends
+    # (kombu's brpop_timeout); let it expire so no message is taken by it.
+    time.sleep(2.5)
+    yield redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    for queue, destination in nodes.items():
+        app.control.add_consumer(queue, destination=destination, reply=True)
+
+
+def deliver_twice(app, broker: redis.Redis, queue: str, node: str) -> str:
+    """Put a second copy of the next message of `queue` right behind it, then consume."""
+    raw = broker.lindex(queue, -1)  # kombu LPUSHes and BRPOPs: -1 is the next one out
+    broker.rpush(queue, raw)
+    app.control.add_consumer(queue, destination=[node], reply=True)
+    return json.loads(raw)["headers"]["id"]
+
+
+def received(workers, node: str, task_id: str) -> int:
+    return (workers.log_dir / f"{node}.log").read_text().count(f"[{task_id}] received")
+
+
+def test_duplicate_chunk_and_callback_deliveries_send_one_callback(
+    app, workers, supplier, held_queues
+):
+    products = make_products(6)
+    run = refresh_start(
+        product_ids=[p.pk for p in products], trigger=RefreshRun.Trigger.COMMAND, chunk_size=2
+    )
+    wait_for(lambda: held_queues.llen(REFRESH_QUEUE) == 3, what="3 chunks on the broker")
+
+    chunk_id = deliver_twice(app, held_queues, REFRESH_QUEUE, "refresh@pytest")
+    wait_for(lambda: held_queues.llen(CALLBACKS_QUEUE) == 1, what="the callback message")
+    callback_id = deliver_twice(app, held_queues, CALLBACKS_QUEUE, "callbacks@pytest")
+    run = wait_finished(run)
+
+    wait_for(lambda: received(workers, "refresh", chunk_id) == 2, what="chunk delivered twice")
+    wait_for(lambda: received(workers, "callbacks", callback_id) == 2, what="callback twice")
+    assert run.status == RefreshRun.Status.SUCCEEDED
+    assert (run.total, run.succeeded, run.failed) == (6, 6, 0)
+    assert {r.path for r in supplier.product_requests()} == {f"/products/{p.sku}" for p in products}
+    [callback] = supplier.callbacks()
+    assert callback.json()["products"] == 6
+
+
+def test_a_2000_product_run_completes(workers, supplier):
+    products = make_products(2000)
+    run = refresh_start(product_ids=[p.pk for p in products], trigger=RefreshRun.Trigger.COMMAND)
+
+    run = wait_finished(run, timeout=240)
+
+    assert run.status == RefreshRun.Status.SUCCEEDED
+    assert run.succeeded == 2000
+    assert RefreshItem.objects.filter(run=run, status="succeeded").count() == 2000
+    assert not Product.objects.filter(last_refreshed_at__isnull=True).exists()
+    [callback] = supplier.callbacks()
+    assert callback.json() | {"finished_at": None} == {
+        "run": run.pk, "status": "succeeded", "products": 2000, "total": 2000,
+        "finished_at": None,
+    }  # fmt: skip
+
+
+def test_cron_command_waits_and_exits_zero_on_success(workers, supplier):
+    products = make_products(3)
+
+    result = manage("refresh_products", "--wait", env=workers.env)
+
+    assert result.returncode == 0, result.stderr
+    run = RefreshRun.objects.get()
+    assert f"Started refresh run {run.pk} for 3 products." in result.stdout
+    assert "[##############################] 3/3 (0 failed)" in result.stdout
+    assert f"Run {run.pk} succeeded: 3 refreshed, 0 failed." in result.stdout
+    assert run.trigger == "command"
+    assert {p.sku for p in products} == {
+        r.path.rsplit("/", 1)[1] for r in supplier.product_requests()
+    }
+
+
+def test_cron_command_exits_non_zero_when_products_fail(workers, supplier):
+    products = make_products(2)
+    supplier.script(products[0].sku, Response(404, {}))
+
+    result = manage("refresh_products", "--sku", products[0].sku, products[1].sku, "--wait",
+                    env=workers.env)  # fmt: skip
+
+    assert result.returncode == 1
+    assert f"{products[0].sku}: the supplier does not know SKU {products[0].sku}" in result.stderr
+    assert RefreshRun.objects.get().status == RefreshRun.Status.FAILED
+
+
+def test_cron_command_refreshes_only_stale_products(workers, supplier):
+    from django.utils import timezone
+
+    make_products(2)
+    Product.objects.filter(sku="DEMO-00001").update(last_refreshed_at=timezone.now())
+
+    result = manage("refresh_products", "--stale-after", "24", "--wait", env=workers.env)
+
+    assert result.returncode == 0, result.stderr
+    assert RefreshRun.objects.get().total == 1
+    assert [r.path for r in supplier.product_requests()] == ["/products/DEMO-00002"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--sku", "NOPE-1"], "Unknown SKU(s): NOPE-1. Nothing started."),
+        (["--stale-after", "0"], "argument --stale-after: invalid positive value: '0'"),
+        (["--stale-after", "soon"], "argument --stale-after: invalid positive value: 'soon'"),
+        (["--sku", "X", "--stale-after", "3"], "not allowed with argument"),
+    ],
+)
+def test_cron_command_rejects_bad_options_and_starts_nothing(workers, supplier, args, message):
+    make_products(1)
+
+    result = manage("refresh_products", *args, env=workers.env)
+
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert RefreshRun.objects.count() == 0

@@ -46,6 +46,9 @@ def refresh_run_create(
     chunk_size: int | None = None,
 ) -> RefreshRun:
     ids = sorted(set(product_ids))
+    if not ids:
+        # An empty chord header would fire the callback at once and report a success.
+        raise ValueError("a refresh run needs at least one product")
     run = RefreshRun.objects.create(
         trigger=trigger,
         requested_by=user if getattr(user, "pk", None) else None,

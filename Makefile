@@ -38,3 +38,4 @@ lint: venv
 bench: venv
 	scripts/ensure-redis
 	$(PY) bench/refresh.py
+	$(PY) bench/db_connections.py

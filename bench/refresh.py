@@ -15,7 +15,6 @@ are restarted for each scenario so its settings apply, and stopped on exit or Ct
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -101,38 +100,13 @@ def parse_args() -> argparse.Namespace:
         "--timeout", type=float, default=0.0, help="seconds per run (default 120 + N/10)"
     )
     parser.add_argument(
-        "--stub-as-is",
-        action="store_true",
-        help="skip the stand-in's listen-backlog and TCP_NODELAY fixes (see tune_stub)",
-    )
-    parser.add_argument(
         "--stall-after",
         type=float,
         default=30.0,
         help="give a run up when no product finishes for this many seconds (default 30)",
     )
-    parser.add_argument(
-        "--broker-max-connections",
-        type=int,
-        default=0,
-        help="workaround: raise kombu's Redis pool (default 10) for both designs' workers",
-    )
     parser.add_argument("--only", choices=("naive", "project"), help="run one scenario (debugging)")
     return parser.parse_args()
-
-
-def tune_stub(stub: Any) -> None:
-    """Make the stand-in answer in `latency`, as a real supplier would; affects no file.
-
-    Two defects of core/httpstub.py would otherwise dominate the measurement:
-    - `request_queue_size = 1024` is set after the server already called listen(), so the
-      backlog is 5: a burst of connects overflows it, and the dropped SYNs cost a 1 s
-      retransmit (10 greenlets opening connections at once hit it).
-    - The handler writes headers and body in two sends without TCP_NODELAY: on a kept-alive
-      connection Nagle + delayed ACK add ~40 ms per request (92 ms instead of 52 ms).
-    """
-    stub.server.httpd.socket.listen(1024)
-    stub.server.httpd.RequestHandlerClass.disable_nagle_algorithm = True
 
 
 def configure_env(args: argparse.Namespace, stub_url: str) -> dict[str, str]:
@@ -209,14 +183,14 @@ class Fleet:
     def log_path(self, scenario: Scenario, pool: str) -> Path:
         return self.log_dir / f"refresh-{scenario.key}-{pool}.log"
 
-    def start(self, scenario: Scenario, extra_args: tuple[str, ...] = ()) -> None:
+    def start(self, scenario: Scenario) -> None:
         from proj import topology
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for pool in self.pools:
             argv = [CELERY, "-A", "proj", "worker", "-n", self.node(pool.name), "-l", "INFO"]
             argv += [*topology.worker_options(pool), *topology.FAIR]
-            argv += [*scenario.worker_args, *extra_args]
+            argv += scenario.worker_args
             log_path = self.log_path(scenario, pool.name)
             with open(log_path, "wb") as log:
                 # Own session: Ctrl-C reaches only us, and we stop the workers in order.
@@ -341,7 +315,6 @@ def run_scenario(
     latency: float,
     timeout: float,
     stall_after: float,
-    extra_args: tuple[str, ...],
 ) -> Result:
     """Fresh workers, one run, wait for the callback (or a stall), measure from the rows."""
     from django.conf import settings
@@ -358,7 +331,7 @@ def run_scenario(
     reset_between_runs()
     stub.reset(StubBehaviour(latency=latency))  # forget the previous scenario's requests
     flush_broker()
-    fleet.start(scenario, extra_args)
+    fleet.start(scenario)
     try:
         conf = fleet.effective_conf()
         print(f"   refresh node runs with: {conf}")
@@ -438,14 +411,11 @@ def machine() -> str:
     )
 
 
-def report(
-    results: list[Result], *, n: int, latency: float, database: str, notes: list[str]
-) -> str:
+def report(results: list[Result], *, n: int, latency: float, database: str) -> str:
     """The markdown block for the README: one row per design, then the ratios."""
     lines = [
         f"Refresh of {n:,} products, supplier stand-in at {latency * 1000:g} ms, "
         f"{database} + Redis, refresh pool gevent x40, callbacks pool gevent x20.",
-        *notes,
         "",
         "| Design | Tasks | Worker settings | Ideal concurrency | Ideal (s) "
         "| Makespan (s) | Makespan / ideal | Callback lag (s) | Broker incidents |",
@@ -489,8 +459,6 @@ def main() -> int:
     from shop.supplier_stub import StubBehaviour, SupplierStub
 
     stub = SupplierStub(StubBehaviour(latency=latency), host="127.0.0.1", port=0)
-    if not args.stub_as_is:
-        tune_stub(stub)
     env = configure_env(args, stub.server.url)
 
     import django
@@ -506,19 +474,6 @@ def main() -> int:
     fleet = Fleet(app, env, VAR_DIR / "log")
     database = "PostgreSQL" if args.postgres else "SQLite"
     timeout = args.timeout or 120 + args.products / 10
-    notes = []
-    if args.stub_as_is:
-        notes.append("Stand-in NOT tuned (--stub-as-is): backlog 5, Nagle on.")
-    extra_args: tuple[str, ...] = ()
-    if args.broker_max_connections:
-        # A trailing key=value is read by Celery's config_from_cmdline; (json) casts it.
-        options = {**settings.CELERY_BROKER_TRANSPORT_OPTIONS}
-        options["max_connections"] = args.broker_max_connections
-        extra_args = (f"broker.transport_options=(json){json.dumps(options)}",)
-        notes.append(
-            f"Workaround on both designs: broker_transport_options max_connections="
-            f"{args.broker_max_connections} (kombu's default is 10)."
-        )
     try:
         print(f"Preparing {database} ({env['DATABASE_URL']}), Redis {BROKER_URL}, "
               f"stand-in {stub.server.url} at {args.latency_ms:g} ms")  # fmt: skip
@@ -536,7 +491,6 @@ def main() -> int:
                 latency=latency,
                 timeout=timeout,
                 stall_after=args.stall_after,
-                extra_args=extra_args,
             )
             for s in scenarios
         ]
@@ -552,7 +506,7 @@ def main() -> int:
               f"{r.requests[0]:.2f}-{r.requests[1]:.2f} s, last product finished "
               f"{r.last_product:.2f} s; last product -> run finished (chord) "
               f"{seconds(r.chord)} s")  # fmt: skip
-    text = report(results, n=args.products, latency=latency, database=database, notes=notes)
+    text = report(results, n=args.products, latency=latency, database=database)
     print("\n" + text)
     failed = [r for r in results if r.makespan is None or r.succeeded != args.products]
     return 1 if failed else 0

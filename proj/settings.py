@@ -184,7 +184,17 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redis re-delivers an unacknowledged message after the visibility timeout. It must exceed
 # the longest task (time limit) plus the longest countdown (retry backoff), or a running or
 # delayed task is delivered a second time. 6 h >> 10 min limit + 10 min backoff cap.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+#
+# Under gevent every running task acks (and publishes retries) through the broker client's
+# connection pool. kombu's Redis default of 10 connections is far below our concurrency:
+# acks then fail with MaxConnectionsError and messages are redelivered or lost. Size both
+# pools from the busiest worker pool of the topology.
+_busiest_pool = max(pool.concurrency for pool in topology.POOLS)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 6 * 3600,
+    "max_connections": 2 * _busiest_pool + 10,
+}
+CELERY_BROKER_POOL_LIMIT = _busiest_pool + 10
 
 # Results live in the Django database (django-celery-results), so the admin can show them.
 # Our subclass counts distinct chord parts and gathers them in one query (core/results.py).

@@ -38,4 +38,5 @@ lint: venv
 bench: venv
 	scripts/ensure-redis
 	$(PY) bench/refresh.py
+	$(PY) bench/reports.py
 	$(PY) bench/db_connections.py

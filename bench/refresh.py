@@ -20,7 +20,6 @@ import os
 import platform
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,13 +27,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from proj import topology
+from tests.support.workers import HOSTNAME, WorkerFleet
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var" / "bench"
 SQLITE_PATH = VAR_DIR / "refresh.sqlite3"
 POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/bench_refresh"
 BROKER_URL = "redis://127.0.0.1:6379/12"
-CELERY = str(Path(sys.executable).parent / "celery")
-HOSTNAME = f"bench-{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -161,97 +162,42 @@ def flush_broker() -> None:
     redis.Redis.from_url(BROKER_URL).flushdb()
 
 
-class Fleet:
-    """The refresh and callbacks nodes of proj/topology.py as `celery worker` subprocesses.
+def refresh_fleet(app: Any, env: dict[str, str], scenario: Scenario) -> WorkerFleet:
+    """The refresh and callbacks nodes, with the scenario's worker overrides."""
+    fleet = WorkerFleet(app, env, VAR_DIR / "log" / f"refresh-{scenario.key}")
+    fleet.start(
+        tuple(p for p in topology.POOLS if p.name in ("refresh", "callbacks")),
+        extra_args=scenario.worker_args,
+    )
+    return fleet
 
-    Same command line as the Procfile (tests/support/workers.py does the same), plus the
-    scenario's extra arguments.
-    """
 
-    def __init__(self, app: Any, env: dict[str, str], log_dir: Path) -> None:
-        from proj import topology
+def effective_conf(fleet: WorkerFleet) -> dict[str, Any]:
+    """What the refresh node actually runs with, read back from it, not assumed."""
+    node = f"refresh@{HOSTNAME}"
+    inspect = fleet.app.control.inspect(destination=[node], timeout=2)
+    stats = (inspect.stats() or {}).get(node, {})
+    conf = (inspect.conf(with_defaults=True) or {}).get(node, {})
+    # --prefetch-multiplier does not show in conf; the initial prefetch count does.
+    concurrency = stats.get("pool", {}).get("max-concurrency") or 0
+    prefetch = stats.get("prefetch_count") or 0
+    return {
+        "pool": stats.get("pool", {}).get("implementation", "").rsplit(":", 1)[0],
+        "concurrency": concurrency,
+        "prefetch_count": prefetch,
+        "prefetch_multiplier": prefetch // concurrency if concurrency else None,
+        "worker_disable_prefetch": conf.get("worker_disable_prefetch"),
+    }
 
-        self.app = app
-        self.env = env
-        self.log_dir = log_dir
-        self.pools = tuple(p for p in topology.POOLS if p.name in ("refresh", "callbacks"))
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def node(self, name: str) -> str:
-        return f"{name}@{HOSTNAME}"
-
-    def log_path(self, scenario: Scenario, pool: str) -> Path:
-        return self.log_dir / f"refresh-{scenario.key}-{pool}.log"
-
-    def start(self, scenario: Scenario) -> None:
-        from proj import topology
-
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        for pool in self.pools:
-            argv = [CELERY, "-A", "proj", "worker", "-n", self.node(pool.name), "-l", "INFO"]
-            argv += [*topology.worker_options(pool), *topology.FAIR]
-            argv += scenario.worker_args
-            log_path = self.log_path(scenario, pool.name)
-            with open(log_path, "wb") as log:
-                # Own session: Ctrl-C reaches only us, and we stop the workers in order.
-                self.procs[pool.name] = subprocess.Popen(
-                    argv,
-                    cwd=BASE_DIR,
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        expected = {self.node(p.name) for p in self.pools}
-        deadline = time.monotonic() + 60
-        while True:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    tail = self.log_path(scenario, name).read_text()[-3000:]
-                    raise RuntimeError(f"worker {name} exited ({proc.returncode}):\n{tail}")
-            replies = self.app.control.ping(destination=sorted(expected), timeout=0.5)
-            if expected <= {name for reply in replies for name in reply}:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"workers {sorted(expected)} did not answer within 60 s")
-
-    def effective_conf(self) -> dict[str, Any]:
-        """What the refresh node actually runs with, read back from it, not assumed."""
-        node = self.node("refresh")
-        inspect = self.app.control.inspect(destination=[node], timeout=2)
-        stats = (inspect.stats() or {}).get(node, {})
-        conf = (inspect.conf(with_defaults=True) or {}).get(node, {})
-        # --prefetch-multiplier does not show in conf; the initial prefetch count does.
-        concurrency = stats.get("pool", {}).get("max-concurrency") or 0
-        prefetch = stats.get("prefetch_count") or 0
-        return {
-            "pool": stats.get("pool", {}).get("implementation", "").rsplit(":", 1)[0],
-            "concurrency": concurrency,
-            "prefetch_count": prefetch,
-            "prefetch_multiplier": prefetch // concurrency if concurrency else None,
-            "worker_disable_prefetch": conf.get("worker_disable_prefetch"),
-        }
-
-    def incidents(self, scenario: Scenario) -> dict[str, int]:
-        """Broker trouble the workers logged: why a run was slow, duplicated or stuck."""
-        text = "".join(self.log_path(scenario, p.name).read_text() for p in self.pools)
-        return {
-            "failed acks": text.count("Couldn't ack"),
-            "broker connection lost": text.count("Connection to broker lost"),
-            "duplicate chord parts": text.count("delivered twice; counted once"),
-        }
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)  # warm shutdown
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
+def incidents(fleet: WorkerFleet) -> dict[str, int]:
+    """Broker trouble the workers logged: why a run was slow, duplicated or stuck."""
+    text = "".join(fleet.log_path(name).read_text() for name in ("refresh", "callbacks"))
+    return {
+        "failed acks": text.count("Couldn't ack"),
+        "broker connection lost": text.count("Connection to broker lost"),
+        "duplicate chord parts": text.count("delivered twice; counted once"),
+    }
 
 
 def create_products(count: int) -> list[int]:
@@ -293,8 +239,6 @@ def ideal_bound(
     Concurrency is 40 refresh slots; a chunked task also runs `chunk_concurrency` requests
     at once, but only as many tasks as there are chunks can be busy.
     """
-    from proj import topology
-
     slots = next(p.concurrency for p in topology.POOLS if p.name == "refresh")
     tasks = math.ceil(n / chunk_size)
     per_task = min(chunk_concurrency, chunk_size)
@@ -311,7 +255,8 @@ def run_scenario(
     *,
     product_ids: list[int],
     stub: Any,
-    fleet: Fleet,
+    app: Any,
+    env: dict[str, str],
     latency: float,
     timeout: float,
     stall_after: float,
@@ -331,9 +276,9 @@ def run_scenario(
     reset_between_runs()
     stub.reset(StubBehaviour(latency=latency))  # forget the previous scenario's requests
     flush_broker()
-    fleet.start(scenario)
+    fleet = refresh_fleet(app, env, scenario)
     try:
-        conf = fleet.effective_conf()
+        conf = effective_conf(fleet)
         print(f"   refresh node runs with: {conf}")
         run = refresh_start(
             product_ids=product_ids,
@@ -392,7 +337,7 @@ def run_scenario(
     finally:
         fleet.stop()
     # Read once the workers have stopped, so their logs are complete.
-    result.incidents = fleet.incidents(scenario)
+    result.incidents = incidents(fleet)
     print(f"   worker logs: {result.incidents}")
     return result
 
@@ -471,7 +416,6 @@ def main() -> int:
     # Ctrl-C and `kill` both unwind through the finally blocks that stop the workers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stub.server.start()
-    fleet = Fleet(app, env, VAR_DIR / "log")
     database = "PostgreSQL" if args.postgres else "SQLite"
     timeout = args.timeout or 120 + args.products / 10
     try:
@@ -487,7 +431,8 @@ def main() -> int:
                 s,
                 product_ids=product_ids,
                 stub=stub,
-                fleet=fleet,
+                app=app,
+                env=env,
                 latency=latency,
                 timeout=timeout,
                 stall_after=args.stall_after,
@@ -498,7 +443,6 @@ def main() -> int:
         print("\nInterrupted; workers stopped.", file=sys.stderr)
         return 130
     finally:
-        fleet.stop()
         stub.server.stop()
     for r in results:
         print(f"\n{r.scenario.label}: {r.succeeded}/{args.products} succeeded ({r.status}); "

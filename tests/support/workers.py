@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from tests.support.waiting import wait_for
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).parent / "celery")
-HOSTNAME = "pytest"
+HOSTNAME = os.environ.get("WORKER_FLEET_HOSTNAME", "pytest")
 
 
 def database_url(settings_dict: dict[str, Any]) -> str:
@@ -46,21 +47,29 @@ class WorkerFleet:
     def node(pool: topology.Pool) -> str:
         return f"{pool.name}@{HOSTNAME}"
 
-    def start(self, pools: tuple[topology.Pool, ...] = topology.POOLS) -> None:
+    def log_path(self, pool_name: str) -> Path:
+        return self.log_dir / f"{pool_name}.log"
+
+    def start(
+        self, pools: tuple[topology.Pool, ...] = topology.POOLS, extra_args: Sequence[str] = ()
+    ) -> None:
+        """Start `pools` as the Procfile does, plus `extra_args` (benchmarks' overrides)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for pool in pools:
             argv = [CELERY, "-A", "proj", "worker", "-n", self.node(pool), "-l", "INFO"]
-            argv += [*topology.worker_options(pool), *topology.FAIR]
-            log = open(self.log_dir / f"{pool.name}.log", "ab")  # noqa: SIM115
-            self.procs[pool.name] = subprocess.Popen(
-                argv, cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
+            argv += [*topology.worker_options(pool), *topology.FAIR, *extra_args]
+            with open(self.log_path(pool.name), "ab") as log:
+                # Own session: a Ctrl-C reaches only the parent, which stops them in order.
+                self.procs[pool.name] = subprocess.Popen(
+                    argv, cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
         expected = {self.node(p) for p in pools}
 
         def all_answer() -> bool:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    log = (self.log_dir / f"{name}.log").read_text()[-3000:]
+                    log = self.log_path(name).read_text()[-3000:]
                     raise RuntimeError(f"worker {name} exited ({proc.returncode}):\n{log}")
             replies = self.app.control.ping(destination=sorted(expected), timeout=0.5)
             return expected <= {name for reply in replies for name in reply}

@@ -21,7 +21,7 @@ from tests.support.waiting import wait_for
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).parent / "celery")
-HOSTNAME = os.environ.get("WORKER_FLEET_HOSTNAME", "pytest")
+HOSTNAME = "pytest"
 
 
 def database_url(settings_dict: dict[str, Any]) -> str:
@@ -37,15 +37,17 @@ def database_url(settings_dict: dict[str, Any]) -> str:
 
 
 class WorkerFleet:
-    def __init__(self, app: Any, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, app: Any, env: dict[str, str], log_dir: Path, hostname: str = HOSTNAME
+    ) -> None:
         self.app = app
+        self.hostname = hostname
         self.env = env
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    @staticmethod
-    def node(pool: topology.Pool) -> str:
-        return f"{pool.name}@{HOSTNAME}"
+    def node(self, pool: topology.Pool) -> str:
+        return f"{pool.name}@{self.hostname}"
 
     def log_path(self, pool_name: str) -> Path:
         return self.log_dir / f"{pool_name}.log"
@@ -74,7 +76,11 @@ class WorkerFleet:
             replies = self.app.control.ping(destination=sorted(expected), timeout=0.5)
             return expected <= {name for reply in replies for name in reply}
 
-        wait_for(all_answer, timeout=60, interval=0.2, what=f"workers {sorted(expected)}")
+        try:
+            wait_for(all_answer, timeout=60, interval=0.2, what=f"workers {sorted(expected)}")
+        except BaseException:
+            self.stop()  # no orphan workers left behind to answer the next run
+            raise
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -32,7 +32,7 @@ def test_a_worker_on_rabbitmq_runs_tasks(worker_fleet, transactional_db, tmp_pat
     # Celery reads CELERY_BROKER_URL from the environment before any setting, as in
     # production; a second app in this process then talks to RabbitMQ.
     monkeypatch.setenv("CELERY_BROKER_URL", AMQP_URL)
-    app = Celery("proj")
+    app = Celery("proj", set_as_current=False)  # never replace the project app
     app.config_from_object("django.conf:settings", namespace="CELERY")
     env = {**worker_fleet.env, "CELERY_BROKER_URL": AMQP_URL}
     fleet = WorkerFleet(app, env, tmp_path, hostname="pytest-amqp")

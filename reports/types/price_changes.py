@@ -87,18 +87,10 @@ class PriceChanges(ReportType):
 
     def render_csv(self, params: dict[str, Any], data: dict[str, Any]) -> bytes:
         header = ["changed at", "sku", "name", "old price", "new price", "change", "change %"]
-        rows = [
-            [
-                row["changed_at"],
-                row["sku"],
-                row["name"],
-                f"{row['old']:.2f}",
-                f"{row['new']:.2f}",
-                f"{row['delta']:+.2f}",
-                "" if row["pct"] is None else f"{row['pct']:+.1f}",
-            ]
-            for row in data["rows"]
-        ]
+        rows = []
+        for row in data["rows"]:
+            when, sku, *prices = _prices(row)
+            rows.append([when, sku, row["name"], *prices])
         summary = [
             ["metric", "value"],
             ["changes", data["changes"]],
@@ -117,17 +109,14 @@ class PriceChanges(ReportType):
             ),
             r.table(
                 ["Changed at", "SKU", "Old", "New", "Change", "%"],
-                [
-                    [
-                        row["changed_at"],
-                        row["sku"],
-                        f"{row['old']:.2f}",
-                        f"{row['new']:.2f}",
-                        f"{row['delta']:+.2f}",
-                        "" if row["pct"] is None else f"{row['pct']:+.1f}",
-                    ]
-                    for row in data["rows"]
-                ],
+                [_prices(row) for row in data["rows"]],
             ),
         ]
         return r.pdf_bytes(self.label, self.describe(params), story)
+
+
+def _prices(row: dict[str, Any]) -> list[Any]:
+    """One change as CSV and PDF both print it: when, SKU, old, new, change, change %."""
+    pct = "" if row["pct"] is None else f"{row['pct']:+.1f}"
+    old, new, delta = f"{row['old']:.2f}", f"{row['new']:.2f}", f"{row['delta']:+.2f}"
+    return [row["changed_at"], row["sku"], old, new, delta, pct]

@@ -12,6 +12,7 @@ import pytest
 from django.conf import settings
 
 from tests.reports.mailbox import MAIL_DIR_ENV
+from tests.support.factories import make_staff
 
 # Worker subprocesses inherit the environment when the session's fleet starts (after
 # collection), so their "report ready" emails land as files the tests can read.
@@ -82,43 +83,24 @@ def shop() -> Shop:
     return Shop(products={"A": a, "B": b, "C": c, "D": d})
 
 
+REQUESTER = ("add_reportrun", "view_reportrun")
+
+
 @pytest.fixture
-def staff(django_user_model):
+def staff(db):
     """The requester: staff who may request reports (add/view) but not see everyone's."""
-    from django.contrib.auth.models import Permission
-
-    user = django_user_model.objects.create_user("alice", "alice@example.com", "pw", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(
-            content_type__app_label="reports", codename__in=["add_reportrun", "view_reportrun"]
-        )
-    )
-    return user
+    return make_staff("alice", *REQUESTER)
 
 
 @pytest.fixture
-def other_staff(django_user_model):
-    from django.contrib.auth.models import Permission
-
-    user = django_user_model.objects.create_user("bob", "bob@example.com", "pw", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(
-            content_type__app_label="reports", codename__in=["add_reportrun", "view_reportrun"]
-        )
-    )
-    return user
+def other_staff(db):
+    return make_staff("bob", *REQUESTER)
 
 
 @pytest.fixture
-def auditor(django_user_model):
+def auditor(db):
     """Staff allowed to view every report."""
-    from django.contrib.auth.models import Permission
-
-    user = django_user_model.objects.create_user("carol", "carol@example.com", "pw", is_staff=True)
-    user.user_permissions.add(
-        Permission.objects.get(content_type__app_label="reports", codename="view_all_reports")
-    )
-    return user
+    return make_staff("carol", "view_all_reports")
 
 
 @pytest.fixture

@@ -6,11 +6,12 @@ import re
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.test import Client
 
 from shop.demo import demo_sku
 from shop.models import Product, RefreshRun
+from tests.support.factories import make_staff
 from tests.support.waiting import wait_for
 
 
@@ -21,12 +22,6 @@ def make_products(count: int, start: int = 1, **fields) -> list[Product]:
         for i in range(start, start + count)
     )
     return list(Product.objects.filter(sku__in=[demo_sku(i) for i in range(start, start + count)]))
-
-
-def make_staff(username: str, *codenames: str) -> User:
-    user = User.objects.create_user(username, password="pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    return user
 
 
 def csrf_client(user: User) -> Client:

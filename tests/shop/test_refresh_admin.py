@@ -10,7 +10,8 @@ from django.urls import reverse
 from core.httpstub import Response
 from shop.demo import supplier_record
 from shop.models import PriceChange, Product, RefreshRun
-from tests.shop.conftest import csrf_client, csrf_token, make_products, make_staff, wait_finished
+from tests.shop.conftest import csrf_client, csrf_token, make_products, wait_finished
+from tests.support.factories import make_staff
 
 pytestmark = pytest.mark.workers
 CHANGELIST = reverse("admin:shop_product_changelist")

@@ -13,20 +13,22 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
-# Local development: DEBUG on, Flower behind admin:admin, the supplier stand-in on :8001.
+# Local development: DEBUG on, Flower behind admin:admin, the supplier stand-in on :8001,
+# the SMTP sink on :1025.
+# The settings read .env themselves and let these exports win over it (scripts/run-local).
 run: export DJANGO_DEBUG ?= 1
 run: export FLOWER_BASIC_AUTH ?= admin:admin
 run: export SUPPLIER_API_URL ?= http://127.0.0.1:8001
 run: export STATUS_CALLBACK_URL ?= http://127.0.0.1:8001/status
+# Mail goes over real SMTP to the local sink (scripts/run-local starts it on :1025).
+run: export DJANGO_EMAIL_BACKEND ?= django.core.mail.backends.smtp.EmailBackend
+run: export EMAIL_HOST ?= 127.0.0.1
+run: export EMAIL_PORT ?= 1025
 run: venv
 	scripts/ensure-redis
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py local_setup
-	mkdir -p var && grep -v '^release:' Procfile > var/Procfile.local
-	echo "supplier: python manage.py supplier_stub --port 8001" >> var/Procfile.local
-	@echo "Starting web (http://127.0.0.1:8000/admin/), workers, Flower" \
-	      "(http://127.0.0.1:5555, admin/admin) and the supplier stand-in. Ctrl-C stops all."
-	exec honcho -f var/Procfile.local -d . start
+	exec scripts/run-local
 
 test: venv
 	scripts/ensure-redis
@@ -35,8 +37,14 @@ test: venv
 lint: venv
 	ruff check . && ruff format --check .
 
+# Each benchmark brings its own redis-server and database (var/bench/); see README "Performance".
 bench: venv
-	scripts/ensure-redis
 	$(PY) bench/refresh.py
+	$(PY) bench/refresh.py --products 10000 --database postgres
+	$(PY) bench/overhead.py
+	$(PY) bench/recovery.py
+	$(PY) bench/standin.py
 	$(PY) bench/reports.py
 	$(PY) bench/db_connections.py
+	$(PY) bench/fairness.py
+	$(PY) bench/notifications.py

@@ -1,459 +1,391 @@
 """Benchmark the product refresh: the naive design against the project's, side by side.
 
-    .venv/bin/python bench/refresh.py [--products 2000] [--latency-ms 50] [--postgres]
+    .venv/bin/python bench/refresh.py [--products 2000 10000] [--latency-ms 50]
+                                      [--database sqlite|postgres] [--only naive|project]
 
-Why: the README claims chunked tasks with in-task concurrency and no prefetching beat one
-task per product on default worker settings. This measures both on the real stack (real
-`celery worker` subprocesses, Redis, the database, the supplier stand-in over HTTP) in one
-run, next to the ideal bound N x latency / concurrency, and prints a markdown table.
+What it measures, for each design and size, on the real stack (real `celery worker`
+nodes as the topology runs them, Redis, the database, the supplier stand-in over HTTP):
+makespan (run created -> status callback received), the ideal bound N x latency /
+concurrency, the CPU seconds of the workers and of the stand-in, CPU per product, the CPU
+floor (worker CPU / cores: on a small machine this, not the network, is the bound),
+makespan / max(ideal, floor), the most requests the stand-in ever had in flight, and the
+callback lag (last product finished -> callback received).
 
-Everything is the bench's own: database var/bench/refresh.sqlite3 (recreated every run),
-Redis DB 12 (flushed), the stand-in on a free port, workers named `*@bench-<pid>`. Workers
-are restarted for each scenario so its settings apply, and stopped on exit or Ctrl-C.
+Nothing shared is touched: the broker is a redis-server of the bench's own on a free port
+(or BENCH_BROKER_URL, which it flushes: give it a Redis DB that is yours), the database is
+var/bench/refresh.sqlite3 (or BENCH_DATABASE_URL / postgres://.../bench_refresh with
+--database postgres), the stand-in runs as its own process on a free port (so its CPU is
+counted apart), and workers are named `*@bench-<pid>`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
 import secrets
 import signal
+import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from proj import topology
-from tests.support.workers import HOSTNAME, WorkerFleet
-
 BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+from core.fleet import WorkerFleet  # noqa: E402
+from devtools.redis_server import PrivateRedis, free_port  # noqa: E402
+from proj import topology  # noqa: E402
+
 VAR_DIR = BASE_DIR / "var" / "bench"
-SQLITE_PATH = VAR_DIR / "refresh.sqlite3"
+SQLITE_URL = f"sqlite:///{VAR_DIR / 'refresh.sqlite3'}"
 POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/bench_refresh"
-BROKER_URL = "redis://127.0.0.1:6379/12"
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One design to measure: how the run is chunked and how the workers are started."""
-
     key: str
     label: str
     chunk_size: int
     # Extra `celery worker` arguments for every node; they override proj.settings.
     worker_args: tuple[str, ...]
-    settings_note: str
+    note: str
 
 
-# Celery's defaults, restored on the command line: `--prefetch-multiplier 4`, and
-# `worker.disable_prefetch=false` (a trailing key=value is read by config_from_cmdline;
-# the `--disable-prefetch` flag can only turn it on, and proj.settings turns it on).
+# One task per product with Celery's defaults restored on the command line: prefetch
+# multiplier 4 and prefetch on (`worker.disable_prefetch=false` is read by
+# config_from_cmdline; the flag form can only turn it on, and proj.settings turns it on).
 NAIVE = Scenario(
-    key="naive",
-    label="Naive: 1 product per task",
-    chunk_size=1,
-    worker_args=("--prefetch-multiplier", "4", "worker.disable_prefetch=false"),
-    settings_note="prefetch multiplier 4, prefetch on",
-)
+    "naive", "Naive: 1 product per task", 1,
+    ("--prefetch-multiplier", "4", "worker.disable_prefetch=false"),
+    "prefetch x4, prefetch on",
+)  # fmt: skip
 
 
 def project_scenario(chunk_size: int, concurrency: int) -> Scenario:
     return Scenario(
-        key="project",
-        label=f"Project: {chunk_size} per task x {concurrency} requests",
-        chunk_size=chunk_size,
-        worker_args=(),
-        settings_note="as shipped (prefetch multiplier 1, worker_disable_prefetch on Redis)",
-    )
+        "project", f"Project: {chunk_size} per task x {concurrency} requests", chunk_size, (),
+        "as shipped",
+    )  # fmt: skip
 
 
 @dataclass
 class Result:
     scenario: Scenario
+    n: int
     tasks: int
     concurrency: int
     ideal: float
-    makespan: float | None  # None: the run never finished (see `stalled`)
+    makespan: float | None
+    worker_cpu: float
+    standin_cpu: float
+    peak_in_flight: int
     callback_lag: float | None
-    publish: float  # run created -> first chunk started
-    requests: tuple[float, float]  # run created -> first / last supplier request received
-    last_product: float  # run created -> last product finished
-    chord: float | None  # last product finished -> run finished (chord callback ran)
     status: str
     succeeded: int
-    done: int
-    stalled: str = ""
-    incidents: dict[str, int] = field(default_factory=dict)
-    worker_conf: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def floor(self) -> float:
+        return self.worker_cpu / topology.cpu_count()
+
+    @property
+    def bound(self) -> float:
+        return max(self.ideal, self.floor)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--products", type=int, default=2000, help="N products (default 2000)")
-    parser.add_argument("--latency-ms", type=float, default=50.0, help="stand-in latency")
-    parser.add_argument("--postgres", action="store_true", help=f"use {POSTGRES_URL}")
-    parser.add_argument(
-        "--timeout", type=float, default=0.0, help="seconds per run (default 120 + N/10)"
-    )
-    parser.add_argument(
-        "--stall-after",
-        type=float,
-        default=30.0,
-        help="give a run up when no product finishes for this many seconds (default 30)",
-    )
-    parser.add_argument("--only", choices=("naive", "project"), help="run one scenario (debugging)")
+    parser.add_argument("--products", type=int, nargs="+", default=[2000, 10000])
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--only", choices=("naive", "project"))
+    parser.add_argument("--profile", action="store_true", help="py-spy every worker node")
+    parser.add_argument("--stall-after", type=float, default=60.0,
+                        help="give a run up when no product finishes for this long")  # fmt: skip
     return parser.parse_args()
 
 
-def configure_env(args: argparse.Namespace, stub_url: str) -> dict[str, str]:
-    """Point this process and the workers at the bench's own DB, Redis DB and stand-in.
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process, from /proc (children not included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
-    Must run before django.setup(): settings are read from the environment once.
-    """
+
+def configure(args: argparse.Namespace, broker: str, stub_url: str) -> dict[str, str]:
+    """This process's and the workers' environment: production-like, the bench's own."""
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+    default_db = POSTGRES_URL if args.database == "postgres" else SQLITE_URL
     env = {
         "DJANGO_SETTINGS_MODULE": "proj.settings",
+        "SHOP_ENV_FILE": "/dev/null",
         "SHOP_VAR_DIR": str(VAR_DIR),
-        "DATABASE_URL": POSTGRES_URL if args.postgres else f"sqlite:///{SQLITE_PATH}",
-        "CELERY_BROKER_URL": BROKER_URL,
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", default_db),
+        "CELERY_BROKER_URL": broker,
         "SUPPLIER_API_URL": stub_url,
         "STATUS_CALLBACK_URL": f"{stub_url}/status",
-        # Workers as in production: DEBUG off (no per-query logging in the workers).
-        "DJANGO_DEBUG": "0",
+        "DJANGO_DEBUG": "0",  # workers as in production: no per-query logging
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_ALLOWED_HOSTS": "localhost",
         "DJANGO_LOG_LEVEL": "WARNING",
+        "DB_POOL_MAX_SIZE": "20",
     }
     os.environ.update(env)
     return dict(os.environ)
 
 
-def prepare_database(postgres: bool) -> None:
-    """A fresh schema each run, so earlier runs cannot slow this one down."""
+def prepare_database(url: str) -> None:
+    """A fresh schema, so earlier runs cannot slow this one down."""
     from django.core.management import call_command
 
-    if postgres:
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    else:
         import psycopg
 
-        with psycopg.connect(
-            "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True
-        ) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = 'bench_refresh'"
-            ).fetchone()
-            if not exists:
-                conn.execute("CREATE DATABASE bench_refresh")
-        call_command("migrate", interactive=False, verbosity=0)
-        call_command("flush", interactive=False, verbosity=0)
-        return
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{SQLITE_PATH}{suffix}").unlink(missing_ok=True)
+        name = url.rsplit("/", 1)[1]
+        admin = url.rsplit("/", 1)[0].replace("postgres://", "postgresql://") + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                conn.execute(f'CREATE DATABASE "{name}"')
     call_command("migrate", interactive=False, verbosity=0)
+    call_command("flush", interactive=False, verbosity=0)
 
 
-def flush_broker() -> None:
-    import redis
+class StandIn:
+    """`manage.py supplier_stub` in its own process, on a port chosen up front."""
 
-    redis.Redis.from_url(BROKER_URL).flushdb()
+    def __init__(self, port: int, latency_ms: float, env: dict[str, str]) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "manage.py", "supplier_stub", "--port", str(port),
+                "--latency-ms", str(latency_ms)]  # fmt: skip
+        # The stand-in lives in devtools, which only DEBUG or SHOP_DEVTOOLS install.
+        self.proc = subprocess.Popen(
+            argv, cwd=BASE_DIR, env={**env, "SHOP_DEVTOOLS": "1"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.stats()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("the supplier stand-in did not start") from None
+                time.sleep(0.1)
 
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as answer:
+            return json.load(answer)
 
-def refresh_fleet(app: Any, env: dict[str, str], scenario: Scenario) -> WorkerFleet:
-    """The refresh and callbacks nodes, with the scenario's worker overrides."""
-    fleet = WorkerFleet(app, env, VAR_DIR / "log" / f"refresh-{scenario.key}")
-    fleet.start(
-        tuple(p for p in topology.POOLS if p.name in ("refresh", "callbacks")),
-        extra_args=scenario.worker_args,
-    )
-    return fleet
-
-
-def effective_conf(fleet: WorkerFleet) -> dict[str, Any]:
-    """What the refresh node actually runs with, read back from it, not assumed."""
-    node = f"refresh@{HOSTNAME}"
-    inspect = fleet.app.control.inspect(destination=[node], timeout=2)
-    stats = (inspect.stats() or {}).get(node, {})
-    conf = (inspect.conf(with_defaults=True) or {}).get(node, {})
-    # --prefetch-multiplier does not show in conf; the initial prefetch count does.
-    concurrency = stats.get("pool", {}).get("max-concurrency") or 0
-    prefetch = stats.get("prefetch_count") or 0
-    return {
-        "pool": stats.get("pool", {}).get("implementation", "").rsplit(":", 1)[0],
-        "concurrency": concurrency,
-        "prefetch_count": prefetch,
-        "prefetch_multiplier": prefetch // concurrency if concurrency else None,
-        "worker_disable_prefetch": conf.get("worker_disable_prefetch"),
-    }
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
-def incidents(fleet: WorkerFleet) -> dict[str, int]:
-    """Broker trouble the workers logged: why a run was slow, duplicated or stuck."""
-    text = "".join(fleet.log_path(name).read_text() for name in ("refresh", "callbacks"))
-    return {
-        "failed acks": text.count("Couldn't ack"),
-        "broker connection lost": text.count("Connection to broker lost"),
-        "duplicate chord parts": text.count("delivered twice; counted once"),
-    }
-
-
-def create_products(count: int) -> list[int]:
-    from decimal import Decimal
-
-    from shop.demo import demo_sku
-    from shop.models import Product
-
-    Product.objects.bulk_create(
-        (
-            Product(sku=demo_sku(i), name=f"placeholder {i}", price=Decimal("1.00"))
-            for i in range(1, count + 1)
-        ),
-        batch_size=1000,
-    )
-    return list(Product.objects.order_by("pk").values_list("pk", flat=True))
-
-
-def reset_between_runs() -> None:
-    """Same starting point for each scenario: stale products, no leftover chord state."""
-    from decimal import Decimal
-
-    from django_celery_results.models import ChordCounter, TaskResult
-
-    from core.models import ChordPart
-    from shop.models import Product
-
-    Product.objects.update(last_refreshed_at=None, last_error="", price=Decimal("1.00"))
-    TaskResult.objects.all().delete()
-    ChordCounter.objects.all().delete()
-    ChordPart.objects.all().delete()
-
-
-def ideal_bound(
-    n: int, latency: float, chunk_size: int, chunk_concurrency: int
-) -> tuple[int, int, float]:
-    """N x latency / concurrency: what the supplier's latency alone allows.
-
-    Concurrency is 40 refresh slots; a chunked task also runs `chunk_concurrency` requests
-    at once, but only as many tasks as there are chunks can be busy.
-    """
-    slots = next(p.concurrency for p in topology.POOLS if p.name == "refresh")
+def ideal_bound(n: int, latency: float, chunk_size: int, per_task: int) -> tuple[int, int, float]:
+    """N x latency / concurrency: what the supplier's latency alone would allow."""
+    refresh = next(p for p in topology.POOLS if p.name == "refresh")
+    slots = refresh.concurrency * refresh.processes
     tasks = math.ceil(n / chunk_size)
-    per_task = min(chunk_concurrency, chunk_size)
-    concurrency = min(slots, tasks) * per_task
+    concurrency = min(slots, tasks) * min(per_task, chunk_size)
     return tasks, concurrency, n * latency / concurrency
 
 
-def timestamp(value: datetime | None) -> float:
-    return value.timestamp() if value else float("nan")
-
-
-def run_scenario(
-    scenario: Scenario,
-    *,
-    product_ids: list[int],
-    stub: Any,
-    app: Any,
-    env: dict[str, str],
-    latency: float,
-    timeout: float,
-    stall_after: float,
+def run_one(
+    scenario: Scenario, n: int, *, app: Any, env: dict[str, str], args: argparse.Namespace
 ) -> Result:
-    """Fresh workers, one run, wait for the callback (or a stall), measure from the rows."""
+    from decimal import Decimal
+
     from django.conf import settings
     from django.db.models import Max
 
-    from shop.models import RefreshRun
-    from shop.supplier_stub import StubBehaviour
-    from shop.workflows import refresh_start
+    from shop.models import Product, RefreshRun
+    from shop.workflows import refresh_run_request
 
-    n = len(product_ids)
-    per_task = settings.REFRESH_CHUNK_CONCURRENCY
-    tasks, concurrency, ideal = ideal_bound(n, latency, scenario.chunk_size, per_task)
-    print(f"\n== {scenario.label}: {n} products, {tasks} tasks ({scenario.settings_note})")
-    reset_between_runs()
-    stub.reset(StubBehaviour(latency=latency))  # forget the previous scenario's requests
-    flush_broker()
-    fleet = refresh_fleet(app, env, scenario)
+    latency = args.latency_ms / 1000
+    tasks, concurrency, ideal = ideal_bound(
+        n, latency, scenario.chunk_size, settings.REFRESH_CHUNK_CONCURRENCY
+    )
+    print(f"\n== {scenario.label}: {n:,} products, {tasks:,} tasks ({scenario.note})", flush=True)
+    Product.objects.update(last_refreshed_at=None, last_error="", price=Decimal("1.00"))
+    ids = list(Product.objects.order_by("pk").values_list("pk", flat=True)[:n])
+    stub = StandIn(int(env["SUPPLIER_API_URL"].rsplit(":", 1)[1]), args.latency_ms, env)
+    fleet = WorkerFleet(app, env, VAR_DIR / "log" / f"{scenario.key}-{n}", f"bench-{os.getpid()}")
+    pools = tuple(p for p in topology.POOLS if p.name in ("refresh", "callbacks"))
     try:
-        conf = effective_conf(fleet)
-        print(f"   refresh node runs with: {conf}")
-        run = refresh_start(
-            product_ids=product_ids,
-            trigger=RefreshRun.Trigger.COMMAND,
-            chunk_size=scenario.chunk_size,
+        fleet.start(pools, extra_args=scenario.worker_args)
+        pids = [p.pid for p in fleet.procs.values()]
+        profilers = profile(fleet, f"{scenario.key}-{n}") if args.profile else []
+        cpu0, stub0 = sum(cpu_seconds(p) for p in pids), cpu_seconds(stub.proc.pid)
+        run, _ = refresh_run_request(
+            product_ids=ids, trigger=RefreshRun.Trigger.COMMAND, chunk_size=scenario.chunk_size
         )
-        started = time.monotonic()
-        last_print = last_change = 0.0
-        last_done, stalled = -1, ""
+        started = last_change = time.monotonic()
+        last_done = -1
         while True:
             run.refresh_from_db()
-            elapsed = time.monotonic() - started
-            if run.is_finished and run.callback_status != "sending":
+            if run.is_settled:
                 break
+            now = time.monotonic()
             if run.done != last_done:
-                last_done, last_change = run.done, elapsed
-            if elapsed - last_print >= 2:
-                print(f"   {elapsed:6.1f} s  {run.done}/{run.total} done  ({run.status})")
-                last_print = elapsed
-            if elapsed - last_change > stall_after or elapsed > timeout:
-                stalled = (
-                    f"{run.done}/{run.total} products done, then nothing for "
-                    f"{elapsed - last_change:.0f} s"
-                )
-                print(f"   gave up: {stalled}")
+                last_done, last_change = run.done, now
+            if now - last_change > args.stall_after:
+                print(f"   gave up: {run.done:,}/{n:,} done, nothing for {args.stall_after:g} s")
                 break
-            time.sleep(0.25)
-        if not stalled:
-            print(f"   {time.monotonic() - started:6.1f} s  finished: {run.status}, "
-                  f"callback {run.callback_status!r}")  # fmt: skip
-        created = run.created_at.timestamp()
-        callbacks = [c for c in stub.callbacks() if c.json().get("run") == run.pk]
-        received = callbacks[0].received_at if callbacks else None
-        if not callbacks and not stalled:
-            stalled = f"run {run.status}, but the stand-in received no callback"
-        asked = [r.received_at - created for r in stub.product_requests()] or [float("nan")]
-        last_item = timestamp(run.items.aggregate(last=Max("finished_at"))["last"])
-        finished = timestamp(run.finished_at) if run.finished_at else None
-        result = Result(
-            scenario=scenario,
-            tasks=tasks,
-            concurrency=concurrency,
-            ideal=ideal,
-            makespan=received - created if received else None,
-            callback_lag=received - last_item if received else None,
-            publish=timestamp(run.started_at) - created,
-            requests=(min(asked), max(asked)),
-            last_product=last_item - created,
-            chord=finished - last_item if finished else None,
-            status=run.status,
-            succeeded=run.succeeded,
-            done=run.done,
-            stalled=stalled,
-            worker_conf=conf,
-        )
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+        worker_cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+        standin_cpu = cpu_seconds(stub.proc.pid) - stub0
+        stats = stub.stats()
     finally:
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=30)
         fleet.stop()
-    # Read once the workers have stopped, so their logs are complete.
-    result.incidents = incidents(fleet)
-    print(f"   worker logs: {result.incidents}")
+        stub.stop()
+    callbacks = [c for c in stats["callbacks"] if c["body"].get("run") == run.pk]
+    received = callbacks[0]["received_at"] if callbacks else None
+    last_item = run.items.aggregate(last=Max("finished_at"))["last"]
+    result = Result(
+        scenario=scenario, n=n, tasks=tasks, concurrency=concurrency, ideal=ideal,
+        makespan=received - run.created_at.timestamp() if received else None,
+        worker_cpu=worker_cpu, standin_cpu=standin_cpu,
+        peak_in_flight=stats["peak_in_flight"],
+        callback_lag=received - last_item.timestamp() if received and last_item else None,
+        status=run.status, succeeded=run.succeeded,
+    )  # fmt: skip
+    print(f"   {elapsed:.1f} s, {run.status} {run.succeeded:,}/{n:,}; workers {worker_cpu:.1f} "
+          f"CPU s ({1000 * worker_cpu / n:.2f} ms/product), stand-in {standin_cpu:.1f} CPU s, "
+          f"peak {stats['peak_in_flight']} requests in flight", flush=True)  # fmt: skip
     return result
 
 
-def seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def profile(fleet: WorkerFleet, label: str) -> list[subprocess.Popen[bytes]]:
+    """py-spy (pip install py-spy) on every node, on-CPU samples only, as collapsed stacks
+    in var/bench/profile-<label>-<node>.txt (`bench/profile_top.py` summarises them)."""
+    return [
+        subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(proc.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--nonblocking",
+                "--output",
+                str(VAR_DIR / f"profile-{label}-{node}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for node, proc in fleet.procs.items()
+    ]
+
+
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def machine() -> str:
     import celery
     import django
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{platform.platform()}, Django {django.get_version()}, Celery {celery.__version__}"
+        f"{topology.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+        f"Python {platform.python_version()}, Django {django.get_version()}, Celery "
+        f"{celery.__version__}; load average before the run {load}"
     )
 
 
-def report(results: list[Result], *, n: int, latency: float, database: str) -> str:
-    """The markdown block for the README: one row per design, then the ratios."""
+def report(results: list[Result], *, latency_ms: float, database: str, load: str) -> str:
+    refresh = next(p for p in topology.POOLS if p.name == "refresh")
     lines = [
-        f"Refresh of {n:,} products, supplier stand-in at {latency * 1000:g} ms, "
-        f"{database} + Redis, refresh pool gevent x40, callbacks pool gevent x20.",
+        f"Supplier stand-in at {latency_ms:g} ms, {database} + Redis; refresh pool: "
+        f"{refresh.processes} gevent processes x {refresh.concurrency}.",
         "",
-        "| Design | Tasks | Worker settings | Ideal concurrency | Ideal (s) "
-        "| Makespan (s) | Makespan / ideal | Callback lag (s) | Broker incidents |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---|",
+        "| Design | Products | Tasks | Makespan (s) | Ideal (s) | Worker CPU (s) "
+        "| CPU / product (ms) | CPU floor (s) | Makespan / max(ideal, floor) "
+        "| Stand-in CPU (s) | Peak in flight | Callback lag (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        incidents = ", ".join(f"{v} {k}" for k, v in r.incidents.items() if v) or "none"
-        if r.makespan is None:
-            makespan, ratio = f"did not finish: {r.stalled}", "-"
-        else:
-            makespan, ratio = f"{r.makespan:.2f}", f"{r.makespan / r.ideal:.1f}x"
+        ratio = f"{r.makespan / r.bound:.2f}x" if r.makespan else f"did not finish ({r.status})"
         lines.append(
-            f"| {r.scenario.label} | {r.tasks:,} | {r.scenario.settings_note} "
-            f"| {r.concurrency} | {r.ideal:.2f} | {makespan} | {ratio} "
-            f"| {seconds(r.callback_lag)} | {incidents} |"
+            f"| {r.scenario.label} | {r.n:,} | {r.tasks:,} | {fmt(r.makespan)} | {r.ideal:.2f} "
+            f"| {r.worker_cpu:.1f} | {1000 * r.worker_cpu / r.n:.2f} | {r.floor:.2f} | {ratio} "
+            f"| {r.standin_cpu:.1f} | {r.peak_in_flight} | {fmt(r.callback_lag, '.3f')} |"
         )
-    by_key = {r.scenario.key: r for r in results}
-    naive, project = by_key.get("naive"), by_key.get("project")
-    if naive and project and naive.makespan and project.makespan:
-        lines += [
-            "",
-            f"Naive / project makespan: **{naive.makespan / project.makespan:.1f}x**; "
-            f"project / ideal: {project.makespan / project.ideal:.1f}x; "
-            f"naive / ideal: {naive.makespan / naive.ideal:.1f}x.",
-        ]
-    lines += [
-        "",
-        "Makespan: run created -> status callback received by the stand-in. Ideal: "
-        "N x latency / concurrency. Callback lag: last product finished -> callback received.",
-        "",
-        f"Machine: {machine()}.",
-    ]
+    for n in sorted({r.n for r in results}):
+        pair = {r.scenario.key: r for r in results if r.n == n}
+        naive, project = pair.get("naive"), pair.get("project")
+        if naive and project and naive.makespan and project.makespan:
+            lines.append(
+                f"\n{n:,} products: naive / project makespan "
+                f"**{naive.makespan / project.makespan:.1f}x**, "
+                f"CPU per product {1000 * naive.worker_cpu / n:.2f} vs "
+                f"{1000 * project.worker_cpu / n:.2f} ms."
+            )
+    lines += ["", f"Machine: {machine().rsplit(';', 1)[0]}; load average before: {load}."]
     return "\n".join(lines)
 
 
 def main() -> int:
     args = parse_args()
-    sys.path.insert(0, str(BASE_DIR))
-    latency = args.latency_ms / 1000
-    # The stand-in binds its port on construction, so its URL is known before settings load.
-    from shop.supplier_stub import StubBehaviour, SupplierStub
-
-    stub = SupplierStub(StubBehaviour(latency=latency), host="127.0.0.1", port=0)
-    env = configure_env(args, stub.server.url)
-
+    broker = os.environ.get("BENCH_BROKER_URL")
+    private = None
+    if not broker:
+        private = PrivateRedis(VAR_DIR / "redis")
+        private.start()
+        broker = private.url
+    stub_url = f"http://127.0.0.1:{free_port()}"
+    env = configure(args, broker, stub_url)
     import django
 
     django.setup()
+    import redis
     from django.conf import settings
 
+    from devtools.demo import demo_sku
     from proj.celery import app
+    from shop.models import Product
 
-    # Ctrl-C and `kill` both unwind through the finally blocks that stop the workers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    stub.server.start()
-    database = "PostgreSQL" if args.postgres else "SQLite"
-    timeout = args.timeout or 120 + args.products / 10
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    database = "PostgreSQL" if env["DATABASE_URL"].startswith("postgres") else "SQLite"
+    results: list[Result] = []
     try:
-        print(f"Preparing {database} ({env['DATABASE_URL']}), Redis {BROKER_URL}, "
-              f"stand-in {stub.server.url} at {args.latency_ms:g} ms")  # fmt: skip
-        prepare_database(args.postgres)
-        flush_broker()
-        product_ids = create_products(args.products)
+        print(f"{database} at {env['DATABASE_URL']}, broker {broker}; {machine()}")
+        prepare_database(env["DATABASE_URL"])
+        most = max(args.products)
+        Product.objects.bulk_create(
+            (Product(sku=demo_sku(i), name=f"placeholder {i}") for i in range(1, most + 1)),
+            batch_size=2000,
+        )
         project = project_scenario(settings.REFRESH_CHUNK_SIZE, settings.REFRESH_CHUNK_CONCURRENCY)
-        scenarios = [s for s in (NAIVE, project) if args.only in (None, s.key)]
-        results = [
-            run_scenario(
-                s,
-                product_ids=product_ids,
-                stub=stub,
-                app=app,
-                env=env,
-                latency=latency,
-                timeout=timeout,
-                stall_after=args.stall_after,
-            )
-            for s in scenarios
-        ]
+        for n in args.products:
+            for scenario in (NAIVE, project):
+                if args.only in (None, scenario.key):
+                    redis.Redis.from_url(broker).flushdb()
+                    results.append(run_one(scenario, n, app=app, env=env, args=args))
     except KeyboardInterrupt:
         print("\nInterrupted; workers stopped.", file=sys.stderr)
         return 130
     finally:
-        stub.server.stop()
-    for r in results:
-        print(f"\n{r.scenario.label}: {r.succeeded}/{args.products} succeeded ({r.status}); "
-              f"from run created: first chunk started {r.publish:.2f} s, supplier requests "
-              f"{r.requests[0]:.2f}-{r.requests[1]:.2f} s, last product finished "
-              f"{r.last_product:.2f} s; last product -> run finished (chord) "
-              f"{seconds(r.chord)} s")  # fmt: skip
-    text = report(results, n=args.products, latency=latency, database=database)
-    print("\n" + text)
-    failed = [r for r in results if r.makespan is None or r.succeeded != args.products]
-    return 1 if failed else 0
+        if private:
+            private.stop()
+    print("\n" + report(results, latency_ms=args.latency_ms, database=database, load=load))
+    return 0 if all(r.makespan and r.succeeded == r.n for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ YEAR = {"date_from": "2025-01-01", "date_to": "2025-12-31"}
 def configure_env() -> dict[str, str]:
     """Everything this bench touches is its own: SQLite file, private dir, Redis DB 13."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+    os.environ.setdefault("DJANGO_DEBUG", "1")  # a local run: development defaults apply
     os.environ.setdefault("SHOP_VAR_DIR", str(BENCH_DIR))
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{BENCH_DIR / 'reports.sqlite3'}")
     os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/13")
@@ -148,9 +149,9 @@ def main() -> None:
     django.setup()
     from django.core.management import call_command
 
+    from core.fleet import WorkerFleet
+    from devtools import demo
     from proj.celery import app
-    from shop import demo
-    from tests.support.workers import WorkerFleet
 
     call_command("migrate", verbosity=0)
     demo.seed(products=args.products, orders=args.orders, days=365)

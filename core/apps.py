@@ -8,4 +8,7 @@ class CoreConfig(AppConfig):
     verbose_name = "Workers and workflows"
 
     def ready(self) -> None:
-        from core import checks  # noqa: F401  (registers the system checks)
+        from core import checks, families, queues, worker  # noqa: F401  (checks, signals)
+        from proj.celery import app
+
+        families.install(app)  # queue families (imports.user.<id>) are known queues

@@ -10,9 +10,14 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from reports import registry, workflows
+from core.admin import RunAdmin
+from core.outbox import Published
+from notifications.models import Notification
+from notifications.services import has_email
+from reports import registry, services, workflows
 from reports.models import ReportRun
 
 
@@ -29,41 +34,25 @@ def _can_see_all(request: HttpRequest) -> bool:
 
 
 @admin.register(ReportRun)
-class ReportRunAdmin(admin.ModelAdmin):
+class ReportRunAdmin(RunAdmin):
+    item_word = "part"
+    allow_add = True  # "Add" is the request form (add_view below)
+    live_fields = (*RunAdmin.live_fields, "downloads")
     list_display = (
         "id",
+        "downloads",
+        "outcome",
         "type_label",
-        "status",
-        "progress",
-        "queue",
+        "parameters",
         "requested_by",
         "created_at",
         "waited",
         "duration",
-        "downloads",
     )
     list_filter = ("status", "report_type", "trigger")
     search_fields = ("=id", "requested_by__username", "error")
-    date_hierarchy = "created_at"
-    actions = ["rerun"]
-    fields = (
-        "report_type",
-        "params",
-        "status",
-        "progress",
-        "queue",
-        "trigger",
-        "requested_by",
-        "rerun_of",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "waited",
-        "duration",
-        "error",
-        "downloads",
-        "notified_at",
-    )
+    actions = ["rerun", *RunAdmin.actions]
+    fields = ("type_label", "parameters", "downloads", *RunAdmin.run_fields, "queue", "notified")
     readonly_fields = fields
 
     # --- list ------------------------------------------------------------------------------
@@ -72,9 +61,6 @@ class ReportRunAdmin(admin.ModelAdmin):
         qs = super().get_queryset(request).select_related("requested_by")
         return qs if _can_see_all(request) else qs.filter(requested_by=request.user)
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # runs are records; re-run instead of editing
-
     @admin.display(description="Type", ordering="report_type")
     def type_label(self, run: ReportRun) -> str:
         try:
@@ -82,17 +68,13 @@ class ReportRunAdmin(admin.ModelAdmin):
         except registry.UnknownReportType:
             return run.report_type
 
-    @admin.display(description="Progress")
-    def progress(self, run: ReportRun) -> str:
-        return f"{run.parts_done}/{run.parts_total}"
-
-    @admin.display(description="Waited")
-    def waited(self, run: ReportRun) -> str:
-        return _seconds(run.waited)
-
-    @admin.display(description="Took")
-    def duration(self, run: ReportRun) -> str:
-        return _seconds(run.duration)
+    @admin.display(description="Parameters")
+    def parameters(self, run: ReportRun) -> str:
+        try:
+            kind = registry.get(run.report_type)
+            return kind.describe(kind.parse_params(run.params))
+        except (registry.UnknownReportType, ValueError):
+            return ", ".join(f"{k}: {v}" for k, v in run.params.items())
 
     @admin.display(description="Files / error")
     def downloads(self, run: ReportRun) -> str:
@@ -103,24 +85,42 @@ class ReportRunAdmin(admin.ModelAdmin):
         ]
         return format_html_join(" ", '<a href="{}">{}</a>', links) if links else "-"
 
+    @admin.display(description="Notified")
+    def notified(self, run: ReportRun) -> str:
+        """The "report ready" email as the notifications app recorded it."""
+        notification = services.report_run_notification(run)
+        if notification is None:
+            return "-"
+        if notification.status == Notification.Status.SENT:
+            when = timezone.localtime(notification.sent_at)
+            return f"emailed to {notification.recipient} at {when:%Y-%m-%d %H:%M:%S}"
+        detail = f": {notification.error}" if notification.error else ""
+        return f"{notification.get_status_display().lower()}{detail}"
+
     # --- re-run ----------------------------------------------------------------------------
-    @admin.action(description="Re-run selected failed reports", permissions=["add"])
+    @admin.action(description="Re-run selected failed or cancelled reports", permissions=["add"])
     def rerun(self, request: HttpRequest, queryset: QuerySet[ReportRun]) -> None:
         started, skipped = [], 0
         for run in queryset:
-            if run.status != ReportRun.Status.FAILED:
+            if run.status not in (ReportRun.Status.FAILED, ReportRun.Status.CANCELLED):
                 skipped += 1
                 continue
             try:
-                started.append(workflows.report_run_rerun(run=run, requested_by=request.user))
+                new, outbox = workflows.report_run_rerun(run=run, requested_by=request.user)
             except (ValueError, registry.UnknownReportType) as exc:
                 self.message_user(request, f"Run #{run.pk} cannot be re-run: {exc}", messages.ERROR)
+                continue
+            started.append(new)
+            if getattr(outbox, "outcome", None) == Published.FAILED:
+                self.message_user(request, waiting_message(new), messages.WARNING)
         if started:
             ids = ", ".join(f"#{r.pk}" for r in started)
             self.message_user(request, f"Queued again as {ids}.", messages.SUCCESS)
         if skipped:
             self.message_user(
-                request, f"{skipped} run(s) skipped: only failed runs are re-run.", messages.WARNING
+                request,
+                f"{skipped} run(s) skipped: only failed or cancelled runs are re-run.",
+                messages.WARNING,
             )
 
     # --- request ---------------------------------------------------------------------------
@@ -142,18 +142,18 @@ class ReportRunAdmin(admin.ModelAdmin):
                 params_form = kind.form(request.POST)
                 if params_form.is_valid():
                     params = kind.clean_params(request.POST)
-                    run = workflows.report_run_request(
+                    run, outbox = workflows.report_run_request(
                         report_type=kind.identifier,
                         params=params,
                         requested_by=request.user,
                         trigger=ReportRun.Trigger.ADMIN,
                     )
-                    self.message_user(
-                        request,
-                        f"{kind.label} report #{run.pk} queued on {kind.queue}. You will get "
-                        "an email when it is ready.",
-                        messages.SUCCESS,
-                    )
+                    if getattr(outbox, "outcome", None) == Published.FAILED:
+                        self.message_user(request, waiting_message(run), messages.WARNING)
+                    else:
+                        self.message_user(
+                            request, queued_message(request, kind, run), messages.SUCCESS
+                        )
                     return HttpResponseRedirect(reverse("admin:reports_reportrun_changelist"))
             else:
                 params_form = kind.form()
@@ -170,5 +170,16 @@ class ReportRunAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/reports/reportrun/request.html", context)
 
 
-def _seconds(value: Any) -> str:
-    return f"{value.total_seconds():.1f} s" if value is not None else "-"
+def queued_message(request: HttpRequest, kind: registry.ReportType, run: ReportRun) -> str:
+    """Promise an email only to someone we can email; tell the others where to look."""
+    text = f"{kind.label} report #{run.pk} queued on {kind.queue}."
+    if has_email(request.user):
+        return f"{text} You will get an email at {request.user.email} when it is ready."
+    return (
+        f"{text} No email will be sent: your account has no email address. Its files "
+        "appear in this list when it is ready."
+    )
+
+
+def waiting_message(run: ReportRun) -> str:
+    return f"Report #{run.pk} is saved and will start when the task broker is reachable again."

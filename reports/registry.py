@@ -155,6 +155,8 @@ class DateRangeForm(forms.Form):
     # Option names for `manage.py run_report` (default: the field name with dashes).
     cli_names: ClassVar[dict[str, str]] = {"date_from": "from", "date_to": "to"}
     default_days: ClassVar[int] = 7
+    # The default range ends yesterday (full days), or today where today's data matters.
+    default_ends_today: ClassVar[bool] = False
 
     date_from = forms.DateField(
         required=False, label="From", help_text="First day (YYYY-MM-DD), included."
@@ -167,7 +169,8 @@ class DateRangeForm(forms.Form):
         cleaned = super().clean() or {}
         if self.errors:
             return cleaned
-        date_to = cleaned.get("date_to") or (date.today() - timedelta(days=1))
+        last = date.today() if self.default_ends_today else date.today() - timedelta(days=1)
+        date_to = cleaned.get("date_to") or last
         date_from = cleaned.get("date_from") or (date_to - timedelta(days=self.default_days - 1))
         if date_to < date_from:
             raise ValidationError(
@@ -196,3 +199,18 @@ def date_windows(start: date, end: date, days: int) -> list[dict[str, str]]:
         windows.append({"from": cursor.isoformat(), "to": last.isoformat()})
         cursor = last + timedelta(days=1)
     return windows
+
+
+DASH = "\u2013"  # an en dash, as in "1 Sep - 22 Nov 2026" typeset
+
+
+def date_range_text(first: date, last: date) -> str:
+    """'3 Mar 2026', '1-10 Mar 2026', '1 Sep - 22 Nov 2026', '11 Mar 2025 - 10 Mar 2026'
+    (with en dashes): ranges as people write them, not two ISO dates."""
+    if first == last:
+        return f"{first.day} {first:%b %Y}"
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{first.day}{DASH}{last.day} {last:%b %Y}"
+    if first.year == last.year:
+        return f"{first.day} {first:%b} {DASH} {last.day} {last:%b %Y}"
+    return f"{first.day} {first:%b %Y} {DASH} {last.day} {last:%b %Y}"

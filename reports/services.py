@@ -1,7 +1,8 @@
-"""Report runs as plain functions: create, start, gather a part, render, fail, notify.
+"""Report runs as plain functions: create, gather a part, render, cancel, notify.
 
-Tasks call these with ids; every step checks the run's status first, so a message
-delivered twice finds the work done (or the run finished) and changes nothing.
+Tasks call these with ids. A run's parts are its items on the run kernel: each part is
+gathered once (a duplicate finds it settled), and the render step reads every part's
+result from the database, so the chord is only the fast path to it.
 """
 
 from __future__ import annotations
@@ -12,26 +13,20 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import F
-from django.db.models.functions import Least
 from django.utils import timezone
 
+from core import runs
+from core.text import plural
+from notifications.models import Notification
+from notifications.services import notify_user
 from reports import registry
-from reports.models import ReportRun
+from reports.models import ReportPart, ReportRun
 from reports.storage import report_storage
 
 logger = logging.getLogger(__name__)
 Status = ReportRun.Status
-
-
-def report_run_transition(*, run_id: int, to: str, **fields: Any) -> bool:
-    """Move a run to `to` only from a status allowed to go there; False when refused."""
-    allowed_from = [s for s, targets in ReportRun.TRANSITIONS.items() if to in targets]
-    return bool(
-        ReportRun.objects.filter(pk=run_id, status__in=allowed_from).update(status=to, **fields)
-    )
+Part = ReportPart.Status
 
 
 @transaction.atomic
@@ -43,52 +38,67 @@ def report_run_create(
     trigger: str = ReportRun.Trigger.ADMIN,
     rerun_of: ReportRun | None = None,
 ) -> ReportRun:
-    """A pending run with its work plan. `params` are already validated and JSON-safe."""
+    """A pending run with one part per piece of its plan. `params` are validated already."""
     kind = registry.get(report_type)
-    parts = kind.plan(kind.parse_params(params))
-    return ReportRun.objects.create(
+    plan = kind.plan(kind.parse_params(params))
+    run = ReportRun.objects.create(
         report_type=report_type,
         params=params,
         trigger=trigger,
-        requested_by=requested_by,
+        requested_by=requested_by if getattr(requested_by, "pk", None) else None,
         rerun_of=rerun_of,
-        parts=parts,
-        parts_total=len(parts),
+        total=len(plan),
     )
+    ReportPart.objects.bulk_create(
+        [ReportPart(run=run, index=i, spec=spec) for i, spec in enumerate(plan)], batch_size=500
+    )
+    return run
 
 
-def report_run_start(*, run_id: int, queue: str) -> bool:
-    """pending -> running, recording the queue the worker took the run from."""
-    started = report_run_transition(
-        run_id=run_id, to=Status.RUNNING, started_at=timezone.now(), queue=queue
-    )
-    if not started:
-        logger.info("Report run %s not pending; start ignored", run_id)
-    return started
+def report_run_pending_parts(*, run: ReportRun) -> list[int]:
+    return list(run.items.filter(status=Part.PENDING).values_list("index", flat=True))
 
 
 def report_run_fail(*, run_id: int, error: str) -> bool:
-    """Record why a run failed; a finished run keeps its outcome."""
-    return report_run_transition(
-        run_id=run_id, to=Status.FAILED, error=error[:5000], finished_at=timezone.now()
-    )
+    """Fail the run and cancel its unfinished parts; a finished run keeps its outcome."""
+    now = timezone.now()
+    with transaction.atomic():
+        failed = runs.run_transition(
+            ReportRun, run_id, Status.FAILED, error=error[:5000], finished_at=now, progress_at=now
+        )
+        if failed:
+            ReportPart.objects.filter(run_id=run_id, status=Part.PENDING).update(
+                status=Part.CANCELLED, error="the run failed", finished_at=now
+            )
+    return failed
 
 
-def report_run_gather_part(*, run_id: int, index: int) -> dict[str, Any]:
-    """Aggregate one part of the plan. Read-only, so running it twice is harmless."""
-    run = ReportRun.objects.filter(pk=run_id).first()
-    if run is None or run.is_finished:
-        return {}  # deleted or already failed: nothing left worth computing
-    kind = registry.get(run.report_type)
+def report_run_gather_part(*, run_id: int, index: int, queue: str) -> bool:
+    """Aggregate one part and store it; False when there was nothing (left) to do."""
+    part = ReportPart.objects.select_related("run").filter(run_id=run_id, index=index).first()
+    if part is None or part.status != Part.PENDING or part.run.is_finished:
+        return False  # deleted, gathered by a duplicate, or the run ended meanwhile
+    runs.run_mark_started(ReportRun, run_id, queue=queue)
+    kind = registry.get(part.run.report_type)
     try:
-        partial = kind.gather(kind.parse_params(run.params), run.parts[index])
+        partial = kind.gather(kind.parse_params(part.run.params), part.spec)
     except Exception as exc:
-        report_run_fail(run_id=run_id, error=f"Part {index + 1} of {run.parts_total}: {exc!r}")
+        from core.tasks import TRANSIENT_DB_ERRORS
+
+        if not isinstance(exc, TRANSIENT_DB_ERRORS):  # retried by the task instead
+            ReportPart.objects.filter(pk=part.pk, status=Part.PENDING).update(
+                status=Part.FAILED, error=repr(exc)[:5000], finished_at=timezone.now()
+            )
+            report_run_fail(run_id=run_id, error=f"Part {index + 1} of {part.run.total}: {exc!r}")
         raise
-    ReportRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
-        parts_done=Least(F("parts_done") + 1, F("parts_total"))
-    )
-    return partial
+    with transaction.atomic():
+        stored = ReportPart.objects.filter(pk=part.pk, status=Part.PENDING).update(
+            status=Part.SUCCEEDED, result=partial, attempts=part.attempts + 1,
+            finished_at=timezone.now(),
+        )  # fmt: skip
+        if stored:
+            runs.run_add_progress(ReportRun, run_id, succeeded=1)
+    return bool(stored)
 
 
 def _new_name(run: ReportRun, kind: str) -> str:
@@ -96,18 +106,31 @@ def _new_name(run: ReportRun, kind: str) -> str:
     return f"{run.report_type}/{run.pk}-{uuid.uuid4().hex}.{kind}"
 
 
-def report_run_render(*, run_id: int, partials: list[dict[str, Any]]) -> bool:
-    """Combine the parts, write CSV (and PDF), mark the run succeeded, email the requester."""
+def report_run_render(*, run_id: int) -> bool:
+    """Combine the stored parts, write CSV (and PDF), succeed, notify the requester.
+
+    Does nothing while parts are unfinished (a resumed run's parts are still coming) or
+    when the run has finished (a duplicate render already did it).
+    """
     run = ReportRun.objects.filter(pk=run_id).first()
-    if run is None or run.status != Status.RUNNING:
-        logger.info("Report run %s is not running; render skipped", run_id)
+    if run is None or run.is_finished:
+        logger.info("Report run %s has finished or is gone; render skipped", run_id)
+        return False
+    parts = list(run.items.order_by("index").values_list("status", "result", "error"))
+    if any(status == Part.PENDING for status, _, _ in parts):
+        logger.info("Report run %s still has unfinished parts; render waits", run_id)
+        return False
+    broken = [(i, error) for i, (status, _, error) in enumerate(parts) if status != Part.SUCCEEDED]
+    if broken:
+        index, error = broken[0]
+        report_run_fail(run_id=run_id, error=f"Part {index + 1} of {run.total}: {error}")
         return False
     kind = registry.get(run.report_type)
     storage = report_storage()
     saved: dict[str, str] = {}
     try:
         params = kind.parse_params(run.params)
-        data = kind.combine(params, partials)
+        data = kind.combine(params, [result for _, result, _ in parts])
         outputs = {"csv": kind.render_csv(params, data), "pdf": kind.render_pdf(params, data)}
         for ext, content in outputs.items():
             if content is not None:
@@ -117,48 +140,74 @@ def report_run_render(*, run_id: int, partials: list[dict[str, Any]]) -> bool:
             storage.delete(name)
         report_run_fail(run_id=run_id, error=f"Rendering failed: {exc!r}")
         raise
-    done = report_run_transition(
-        run_id=run_id,
-        to=Status.SUCCEEDED,
-        finished_at=timezone.now(),
-        parts_done=run.parts_total,
-        csv_file=saved.get("csv", ""),
-        pdf_file=saved.get("pdf", ""),
-    )
+    now = timezone.now()
+    with transaction.atomic():
+        done = runs.run_transition(
+            ReportRun,
+            run_id,
+            Status.SUCCEEDED,
+            started_at=run.started_at or now,
+            finished_at=now,
+            progress_at=now,
+            succeeded=run.total,
+            csv_file=saved.get("csv", ""),
+            pdf_file=saved.get("pdf", ""),
+        )
+        if done:  # in the same transaction: succeeded and notified, or neither
+            report_run_notify(run_id=run_id)
     if not done:  # a duplicate delivery finished first: keep its files, drop ours
         for name in saved.values():
             storage.delete(name)
         return False
-    report_run_notify(run_id=run_id)
     return True
 
 
-def report_run_notify(*, run_id: int) -> bool:
-    """Email the requester a link to the finished run, once. A mail error is logged only."""
+@transaction.atomic
+def report_run_cancel(run: ReportRun, actor: Any = None) -> str:
+    """Cancel the unfinished parts; every task skips them and the run ends cancelled."""
+    cancelled, who = runs.run_cancel_pending(ReportRun, run, actor)
+    if not cancelled:  # every part was gathered: only the render is left, cancelled too
+        runs.run_transition(
+            ReportRun, run.pk, Status.CANCELLED, finished_at=timezone.now(),
+            error=f"Cancelled{who}.",
+        )  # fmt: skip
+    return f"Cancelled{who}: {plural(cancelled, 'unfinished part')} will not be gathered."
+
+
+def report_run_notify(*, run_id: int) -> Notification | None:
+    """Queue the "report ready" email to the requester (sent after commit, once per run).
+
+    Through the notifications app: the message is a transactional notification, marked
+    sent only once the SMTP server accepted it. A requester without an email address gets
+    a suppressed record saying so (the admin told them at request time).
+    """
     run = ReportRun.objects.select_related("requested_by").get(pk=run_id)
     user = run.requested_by
-    if run.status != Status.SUCCEEDED or run.notified_at or not (user and user.email):
-        return False
-    if not ReportRun.objects.filter(pk=run_id, notified_at=None).update(notified_at=timezone.now()):
-        return False
+    if run.status != Status.SUCCEEDED or user is None:
+        return None
     label = registry.get(run.report_type).label
-    links = "\n".join(
-        f"  {ext.upper()}: {settings.SITE_URL}{run.download_path(ext)}"
-        for ext in ReportRun.FILE_KINDS
-        if run.file_name(ext)
+    return notify_user(
+        user,
+        key=report_ready_key(run.pk),
+        template="reports/email/report_ready",
+        context={
+            "run": run.pk,
+            "label": label,
+            "user": user.get_username(),
+            "links": [
+                [ext.upper(), f"{settings.SITE_URL}{run.download_path(ext)}"]
+                for ext in ReportRun.FILE_KINDS
+                if run.file_name(ext)
+            ],
+            "url": f"{settings.SITE_URL}{run.get_absolute_url()}",
+        },
     )
-    try:
-        send_mail(
-            subject=f"Your report is ready: {label} #{run.pk}",
-            message=(
-                f"Hello {user.get_username()},\n\nThe {label} report you requested "
-                f"(run #{run.pk}) is ready. Download it here (you may need to log in):\n\n"
-                f"{links}\n\nRun details: {settings.SITE_URL}{run.get_absolute_url()}\n"
-            ),
-            from_email=None,
-            recipient_list=[user.email],
-        )
-    except Exception:
-        logger.exception("Could not email report run %s to %s", run_id, user.email)
-        return False
-    return True
+
+
+def report_ready_key(run_id: int) -> str:
+    return f"report-ready-{run_id}"
+
+
+def report_run_notification(run: ReportRun) -> Notification | None:
+    """The run's "report ready" notification, if one was queued."""
+    return Notification.objects.filter(idempotency_key=report_ready_key(run.pk)).first()

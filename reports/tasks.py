@@ -1,14 +1,15 @@
-"""Thin report tasks. Every call carries `report_type=<identifier>`: the topology's router
-(`proj.topology.route_report`) sends it to that type's own queue, so no queue is named here.
+"""Thin report tasks. The workflow sets each signature's queue to its type's own queue
+(`reports/workflows.py`), so no queue or route is named here.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Task, shared_task
 
+from core.tasks import ShopTask
 from reports import services
+
+RUN = "reports.ReportRun"
 
 
 def _delivered_from(task: Task) -> str:
@@ -17,16 +18,11 @@ def _delivered_from(task: Task) -> str:
     return str(info.get("routing_key") or info.get("queue") or "")
 
 
-@shared_task(bind=True, name="reports.tasks.report_run_start")
-def report_run_start(self: Task, run_id: int, *, report_type: str) -> bool:
-    return services.report_run_start(run_id=run_id, queue=_delivered_from(self))
+@shared_task(bind=True, base=ShopTask, run_model=RUN, name="reports.tasks.report_run_gather_part")
+def report_run_gather_part(self: Task, run_id: int, index: int) -> bool:
+    return services.report_run_gather_part(run_id=run_id, index=index, queue=_delivered_from(self))
 
 
-@shared_task(name="reports.tasks.report_run_gather_part")
-def report_run_gather_part(run_id: int, index: int, *, report_type: str) -> dict[str, Any]:
-    return services.report_run_gather_part(run_id=run_id, index=index)
-
-
-@shared_task(name="reports.tasks.report_run_render")
-def report_run_render(partials: list[dict[str, Any]], run_id: int, *, report_type: str) -> bool:
-    return services.report_run_render(run_id=run_id, partials=partials)
+@shared_task(base=ShopTask, run_model=RUN, name="reports.tasks.report_run_render")
+def report_run_render(run_id: int) -> bool:
+    return services.report_run_render(run_id=run_id)

@@ -1,37 +1,40 @@
-"""The one place that builds a report run's canvas and publishes it (after commit).
+"""The one place that builds a report run's canvas and publishes it (through the outbox).
 
-start -> chord(gather part 1..n in parallel, then render once), every task on the type's
-own queue through the `report_type` keyword the router reads.
+chord(gather part 1..n in parallel, then render once), every task on the type's own queue:
+the queue is set on each signature here, so it is stored with the signature in the outbox
+and in dead letters, and a resumed or replayed task lands exactly where the first one did.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import chain, chord
+from celery import chord
 from celery.canvas import Signature
 from django.db import transaction
 
-from reports import services, tasks
-from reports.models import ReportRun
+from core import runs
+from core.models import OutboxMessage
+from core.outbox import outbox_enqueue
+from reports import registry, services, tasks
+from reports.models import ReportPart, ReportRun
 
 
-def report_run_canvas(run: ReportRun) -> Signature:
-    """The run's whole workflow as one signature (also used by the routing tests)."""
-    opts = {"report_type": run.report_type}
-    header = [
-        tasks.report_run_gather_part.si(run.pk, index, **opts) for index in range(run.parts_total)
-    ]
-    return chain(
-        tasks.report_run_start.si(run.pk, **opts),
-        chord(header, tasks.report_run_render.s(run.pk, **opts)),
+def report_remaining_work(run: ReportRun) -> Signature:
+    """The parts still to gather, then the render (alone when every part is in)."""
+    queue = registry.get(run.report_type).queue
+    render = tasks.report_run_render.si(run.pk).set(queue=queue)
+    pending = services.report_run_pending_parts(run=run)
+    if not pending:
+        return render
+    header = [tasks.report_run_gather_part.si(run.pk, i).set(queue=queue) for i in pending]
+    return chord(header, render)
+
+
+def _launch(run: ReportRun) -> OutboxMessage:
+    return outbox_enqueue(
+        report_remaining_work(run), description=f"start report run #{run.pk}", run=run
     )
-
-
-def report_run_launch(run: ReportRun) -> None:
-    """Publish the run once the transaction that created it commits."""
-    canvas = report_run_canvas(run)
-    transaction.on_commit(canvas.apply_async)
 
 
 def report_run_request(
@@ -40,17 +43,19 @@ def report_run_request(
     params: dict[str, Any],
     requested_by: Any = None,
     trigger: str = ReportRun.Trigger.ADMIN,
-) -> ReportRun:
-    """Create a run from validated params and queue it."""
+) -> tuple[ReportRun, OutboxMessage]:
+    """Create a run from validated params and queue it (after commit, via the outbox)."""
     with transaction.atomic():
         run = services.report_run_create(
             report_type=report_type, params=params, requested_by=requested_by, trigger=trigger
         )
-        report_run_launch(run)
-    return run
+        message = _launch(run)
+    return run, message
 
 
-def report_run_rerun(*, run: ReportRun, requested_by: Any = None) -> ReportRun:
+def report_run_rerun(
+    *, run: ReportRun, requested_by: Any = None
+) -> tuple[ReportRun, OutboxMessage]:
     """A fresh run with the same type and parameters (the old one keeps its record)."""
     with transaction.atomic():
         new = services.report_run_create(
@@ -60,5 +65,14 @@ def report_run_rerun(*, run: ReportRun, requested_by: Any = None) -> ReportRun:
             trigger=ReportRun.Trigger.RERUN,
             rerun_of=run,
         )
-        report_run_launch(new)
-    return new
+        message = _launch(new)
+    return new, message
+
+
+RUN_KIND = runs.RunKind(
+    model=ReportRun,
+    item_model=ReportPart,
+    item_run_field="run",
+    remaining_work=report_remaining_work,
+    cancel=services.report_run_cancel,
+)

@@ -7,10 +7,15 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 
-from shop.models import Order, OrderLine, PriceChange, Product, RefreshItem, RefreshRun
-from shop.workflows import refresh_retry_failed, refresh_start
+from core.admin import RefusedActionsMixin, RunAdmin
+from core.models import OutboxMessage
+from core.outbox import Published
+from core.text import plural
+from shop.models import Customer, Order, OrderLine, PriceChange, Product, RefreshItem, RefreshRun
+from shop.workflows import refresh_run_request, refresh_run_rerun_failed
 
 REFRESH_PERMISSION = "shop.refresh_product"
 
@@ -19,17 +24,18 @@ def _run_link(run: RefreshRun) -> str:
     return format_html('<a href="{}">refresh run #{}</a>', run.get_absolute_url(), run.pk)
 
 
-def progress_bar(run: RefreshRun) -> str:
-    total = max(run.total, 1)
-    ok, bad = 100 * run.succeeded / total, 100 * run.failed / total
-    return format_html(
-        '<div title="{} done, {} failed, {} total" style="width:12em;height:0.9em;'
-        'background:#eee;display:flex;border-radius:3px;overflow:hidden">'
-        '<div style="width:{}%;background:#3a3"></div><div style="width:{}%;background:#c33">'
-        "</div></div>{} / {} done, {} failed",
-        run.succeeded, run.failed, run.total, f"{ok:.1f}", f"{bad:.1f}",
-        run.done, run.total, run.failed,
-    )  # fmt: skip
+def started_message(run: RefreshRun, outbox: OutboxMessage, what: str) -> tuple[str, int]:
+    """What staff read after starting a run: started, or saved and waiting for the broker."""
+    if getattr(outbox, "outcome", None) == Published.FAILED:
+        return (
+            format_html(
+                "{} is saved and will start when the task broker is reachable again ({}).",
+                _run_link(run),
+                what,
+            ),
+            messages.WARNING,
+        )
+    return format_html("Started {} for {}.", _run_link(run), what), messages.SUCCESS
 
 
 class RefreshPermissionMixin:
@@ -38,7 +44,7 @@ class RefreshPermissionMixin:
 
 
 @admin.register(Product)
-class ProductAdmin(RefreshPermissionMixin, admin.ModelAdmin):
+class ProductAdmin(RefreshPermissionMixin, RefusedActionsMixin, admin.ModelAdmin):
     list_display = ("sku", "name", "price", "currency", "stock", "last_refreshed_at", "error")
     search_fields = ("sku", "name")
     list_filter = ("currency",)
@@ -52,24 +58,30 @@ class ProductAdmin(RefreshPermissionMixin, admin.ModelAdmin):
     @admin.action(description="Refresh details from supplier", permissions=["refresh"])
     def refresh_from_supplier(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
-        run = refresh_start(product_ids=ids, trigger=RefreshRun.Trigger.ADMIN, user=request.user)
-        self.message_user(
-            request,
-            format_html("Started {} for {} products.", _run_link(run), len(ids)),
-            messages.SUCCESS,
+        run, outbox = refresh_run_request(
+            product_ids=ids, trigger=RefreshRun.Trigger.ADMIN, requested_by=request.user
         )
+        text, level = started_message(run, outbox, plural(len(ids), "product"))
+        self.message_user(request, text, level)
 
 
 class FailedItemInline(admin.TabularInline):
     model = RefreshItem
+    verbose_name = "failed product"
     verbose_name_plural = "Failed products"
-    fields = ("product", "error", "attempts", "finished_at")
+    fields = ("product_link", "error", "attempts", "finished_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RefreshItem]:
-        return super().get_queryset(request).filter(status=RefreshItem.Status.FAILED)
+        qs = super().get_queryset(request).select_related("product")
+        return qs.filter(status=RefreshItem.Status.FAILED).order_by("product__sku")
+
+    @admin.display(description="product")
+    def product_link(self, item: RefreshItem) -> str:
+        url = reverse("admin:shop_product_change", args=[item.product_id])
+        return format_html('<a href="{}">{}</a>', url, item.product.sku)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -80,55 +92,44 @@ class FailedItemInline(admin.TabularInline):
 
 
 @admin.register(RefreshRun)
-class RefreshRunAdmin(RefreshPermissionMixin, admin.ModelAdmin):
-    list_display = ("__str__", "status", "progress", "trigger", "requested_by", "created_at",
-                    "duration", "callback_status")  # fmt: skip
-    list_filter = ("status", "trigger")
-    readonly_fields = (
-        "status", "progress", "trigger", "requested_by", "retry_of", "total", "succeeded",
-        "failed", "chunk_size", "created_at", "started_at", "finished_at", "duration",
-        "callback_status", "callback_sent_at",
-    )  # fmt: skip
-    exclude = ("callback_lease_until",)
-    inlines = [FailedItemInline]
-    actions = ["retry_failed"]
+class RefreshRunAdmin(RefreshPermissionMixin, RunAdmin):
+    item_word = "product"
+    list_display = ("__str__", "outcome", "progress", "callback", "trigger", "requested_by",
+                    "created_at", "duration")  # fmt: skip
+    list_filter = ("status", "trigger", "callback_state")
+    fields = (*RunAdmin.run_fields, "chunk_size", "callback", "callback_sent_at")
+    readonly_fields = fields
+    inlines = [FailedItemInline, *RunAdmin.inlines]
+    live_fields = (*RunAdmin.live_fields, "callback")
+    actions = ["retry_failed", *RunAdmin.actions]
 
-    @admin.display(description="progress")
-    def progress(self, run: RefreshRun) -> str:
-        return progress_bar(run)
-
-    @admin.display(description="duration")
-    def duration(self, run: RefreshRun) -> str:
-        if not (run.started_at and run.finished_at):
+    @admin.display(description="status callback", ordering="callback_state")
+    def callback(self, run: RefreshRun) -> str:
+        if not run.callback_state:
             return "-"
-        return f"{(run.finished_at - run.started_at).total_seconds():.1f} s"
+        return f"{run.get_callback_state_display()}: {run.callback_detail}"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def get_inline_instances(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        """No empty "Failed products" table on a run where nothing failed."""
+        inlines = super().get_inline_instances(request, obj)
+        if obj is None or not obj.failed:
+            inlines = [i for i in inlines if not isinstance(i, FailedItemInline)]
+        return inlines
 
     @admin.action(description="Retry the failed products as a new run", permissions=["refresh"])
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[RefreshRun]) -> None:
         for run in queryset:
             if not run.is_finished:
-                self.message_user(request, f"{run} is still running.", messages.WARNING)
+                self.message_user(request, f"{run} has not finished yet.", messages.WARNING)
                 continue
-            new = refresh_retry_failed(run=run, user=request.user)
-            if new is None:
+            started = refresh_run_rerun_failed(run=run, requested_by=request.user)
+            if started is None:
                 self.message_user(request, f"{run} has no failed products.", messages.INFO)
-            else:
-                self.message_user(
-                    request,
-                    format_html(
-                        "Started {} for {} failed products of run #{}.",
-                        _run_link(new),
-                        new.total,
-                        run.pk,
-                    ),
-                    messages.SUCCESS,
-                )
+                continue
+            new, outbox = started
+            what = f"{plural(new.total, 'failed product')} of run #{run.pk}"
+            text, level = started_message(new, outbox, what)
+            self.message_user(request, text, level)
 
 
 @admin.register(PriceChange)
@@ -144,10 +145,25 @@ class OrderLineInline(admin.TabularInline):
     raw_id_fields = ("product",)
 
 
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ("email", "name", "marketing_opt_in", "orders_link", "created_at")
+    list_filter = ("marketing_opt_in",)
+    search_fields = ("email", "name")
+    date_hierarchy = "created_at"
+
+    @admin.display(description="orders")
+    def orders_link(self, customer: Customer) -> str:
+        url = reverse("admin:shop_order_changelist") + f"?customer__id__exact={customer.pk}"
+        return format_html('<a href="{}">orders</a>', url)
+
+
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    list_display = ("reference", "customer_email", "status", "placed_at")
+    list_display = ("reference", "customer", "customer_email", "status", "placed_at")
     list_filter = ("status",)
-    search_fields = ("reference", "customer_email")
+    list_select_related = ("customer",)
+    search_fields = ("reference", "customer_email", "customer__name")
     date_hierarchy = "placed_at"
+    autocomplete_fields = ("customer",)
     inlines = [OrderLineInline]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
+
+from core.runs import Run, RunItem
 
 
 class Product(models.Model):
@@ -45,6 +47,24 @@ class PriceChange(models.Model):
         return f"{self.product_id}: {self.old_price} -> {self.new_price}"
 
 
+class Customer(models.Model):
+    """Someone who ordered: their address and whether they want marketing email."""
+
+    email = models.EmailField(unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    marketing_opt_in = models.BooleanField(
+        "marketing email", default=False, help_text="Agreed to receive campaigns."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["email"]
+        indexes = [models.Index(fields=["marketing_opt_in", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
 class Order(models.Model):
     class Status(models.TextChoices):
         PLACED = "placed"
@@ -53,7 +73,11 @@ class Order(models.Model):
         CANCELLED = "cancelled"
 
     reference = models.CharField(max_length=32, unique=True)
+    # The address the order was placed with, kept as it was then; the customer may change.
     customer_email = models.EmailField()
+    customer = models.ForeignKey(
+        Customer, null=True, blank=True, on_delete=models.PROTECT, related_name="orders"
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PLACED)
     placed_at = models.DateTimeField(db_index=True)
 
@@ -78,79 +102,62 @@ class OrderLine(models.Model):
         return self.unit_price * self.quantity
 
 
-class RefreshRun(models.Model):
-    """One refresh of a set of products: pending -> running -> succeeded/failed/callback_failed."""
+class RefreshRun(Run):
+    """One refresh of a set of products, on the run kernel (core.runs).
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CALLBACK_FAILED = "callback_failed"
+    Settled means finished *and* the status callback is no longer due: delivered, failed
+    for good, or not configured.
+    """
 
-    class Trigger(models.TextChoices):
-        ADMIN = "admin"
-        COMMAND = "command"
-        RETRY = "retry"
+    class Callback(models.TextChoices):
+        NONE = "", "-"
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Not configured"
 
-    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CALLBACK_FAILED)
-
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    trigger = models.CharField(max_length=16, choices=Trigger.choices)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
-    )
-    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
-    total = models.PositiveIntegerField(default=0)
-    succeeded = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
     chunk_size = models.PositiveIntegerField(default=1)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    # The status callback: what happened when we told STATUS_CALLBACK_URL.
-    callback_status = models.CharField(max_length=255, blank=True)
+    # The status callback: due once the run finishes, whatever its outcome.
+    callback_state = models.CharField(
+        max_length=16, choices=Callback.choices, default=Callback.NONE, blank=True
+    )
+    callback_detail = models.CharField(max_length=255, blank=True)
+    callback_attempts = models.PositiveIntegerField(default=0)
+    # When the next attempt is due (a transient failure scheduled a retry).
+    callback_next_at = models.DateTimeField(null=True, blank=True)
     callback_sent_at = models.DateTimeField(null=True, blank=True)
-    # Who may POST right now: a duplicate callback delivery waits out the lease instead of
-    # sending a second request; a crashed sender's lease expires and a redelivery resends.
+    # Who may POST right now: a duplicate delivery of the notify task waits out the lease
+    # instead of sending a second request; a crashed sender's lease expires and the
+    # reconciler sends it again (same Idempotency-Key).
     callback_lease_until = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    class Meta(Run.Meta):
+        permissions = [("control_refreshrun", "Can cancel and resume refresh runs")]
 
     def __str__(self) -> str:
-        return f"Refresh run #{self.pk} ({self.status})"
+        return f"Refresh run #{self.pk}"
 
     def get_absolute_url(self) -> str:
         return reverse("admin:shop_refreshrun_change", args=[self.pk])
 
     @property
-    def done(self) -> int:
-        return self.succeeded + self.failed
+    def is_settled(self) -> bool:
+        return self.is_finished and self.callback_state not in (
+            self.Callback.NONE,
+            self.Callback.PENDING,
+        )
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status in self.FINISHED
 
-
-class RefreshItem(models.Model):
+class RefreshItem(RunItem):
     """One product in one run: its outcome, so failures can be shown and retried."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
 
     run = models.ForeignKey(RefreshRun, on_delete=models.CASCADE, related_name="items")
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    error = models.TextField(blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "product"], name="refresh_item_once")]
         indexes = [models.Index(fields=["run", "status"])]
 
     def __str__(self) -> str:
-        return f"run {self.run_id} product {self.product_id}: {self.status}"
+        """What the run's page shows for this product: its SKU and what happened."""
+        return f"{self.product.sku}: {self.error or self.get_status_display().lower()}"

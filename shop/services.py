@@ -1,35 +1,49 @@
 """The refresh workflow's business logic: plain functions taking ids, safe to run twice.
 
-Tasks call these; they decide nothing about Celery beyond telling the task whether some
-products deserve another attempt later.
+A run's items are the record of truth: a chunk only touches items still pending, so a
+duplicate delivery, a resumed chunk or a late chord finds nothing to do. Tasks call these
+functions and decide nothing about Celery beyond scheduling the retries they are told of.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-import requests
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Count, F, Q, QuerySet
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from core import runs
+from core.bulk import bulk_update_rows
+from core.concurrency import map_concurrently
+from core.text import plural
+from notifications import audiences
+from notifications.services import notify_user
 from shop import supplier
-from shop.models import PriceChange, Product, RefreshItem, RefreshRun
+from shop.models import Customer, Order, PriceChange, Product, RefreshItem, RefreshRun
 
 logger = logging.getLogger(__name__)
 
-CALLBACK_SENDING = "sending"
+Item = RefreshItem.Status
+Callback = RefreshRun.Callback
 CALLBACK_LEASE = timedelta(seconds=120)
+FAILED_SKUS_IN_CALLBACK = 100
+PRODUCT_FIELDS = (
+    "name", "description", "price", "currency", "stock", "supplier_details",
+    "last_refreshed_at", "last_error",
+)  # fmt: skip
 
 
 def products_stale(*, hours: float) -> QuerySet[Product]:
-    """Products never refreshed, or not refreshed for `hours`."""
+    """Products never refreshed, or not refreshed for `hours` (0: every product)."""
+    if hours <= 0:
+        return Product.objects.all()
     cutoff = timezone.now() - timedelta(hours=hours)
     return Product.objects.filter(
         Q(last_refreshed_at__isnull=True) | Q(last_refreshed_at__lt=cutoff)
@@ -41,8 +55,8 @@ def refresh_run_create(
     *,
     product_ids: Iterable[int],
     trigger: str,
-    user: Any = None,
-    retry_of: RefreshRun | None = None,
+    requested_by: Any = None,
+    rerun_of: RefreshRun | None = None,
     chunk_size: int | None = None,
 ) -> RefreshRun:
     ids = sorted(set(product_ids))
@@ -51,8 +65,8 @@ def refresh_run_create(
         raise ValueError("a refresh run needs at least one product")
     run = RefreshRun.objects.create(
         trigger=trigger,
-        requested_by=user if getattr(user, "pk", None) else None,
-        retry_of=retry_of,
+        requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+        rerun_of=rerun_of,
         total=len(ids),
         chunk_size=chunk_size or settings.REFRESH_CHUNK_SIZE,
     )
@@ -63,206 +77,374 @@ def refresh_run_create(
 
 
 def refresh_run_chunks(*, run: RefreshRun) -> list[list[int]]:
-    ids = list(run.items.order_by("product_id").values_list("product_id", flat=True))
+    """The run's still-pending products, in chunks: all of them at first, the rest on resume."""
+    ids = list(
+        run.items.filter(status=Item.PENDING)
+        .order_by("product_id")
+        .values_list("product_id", flat=True)
+    )
     return [ids[i : i + run.chunk_size] for i in range(0, len(ids), run.chunk_size)]
 
 
 @dataclass
 class ChunkOutcome:
-    """What one chunk did; `retry_ids` are products worth another attempt later."""
+    """What one chunk did; `retry_ids` are products worth another attempt in `retry_in` s."""
 
-    succeeded: list[int] = field(default_factory=list)
-    failed: list[int] = field(default_factory=list)
+    succeeded: int = 0
+    failed: int = 0
     retry_ids: list[int] = field(default_factory=list)
-    retry_after: float | None = None
+    retry_in: float = 0.0
 
-    def summary(self) -> dict[str, list[int]]:
-        return {"succeeded": self.succeeded, "failed": self.failed}
-
-
-def _fetch_all(skus: dict[int, str]) -> dict[int, supplier.SupplierProduct | Exception]:
-    """Fetch concurrently; under the gevent pool each thread here is a greenlet."""
-    workers = max(1, min(settings.REFRESH_CHUNK_CONCURRENCY, len(skus)))
-    with requests.Session() as session:
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=workers)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-
-        def one(sku: str) -> supplier.SupplierProduct | Exception:
-            try:
-                return supplier.fetch_product(session, sku)
-            except supplier.SupplierError as exc:
-                return exc
-            except Exception as exc:  # a bug must fail one product, not the chord
-                logger.exception("Refreshing %s failed unexpectedly", sku)
-                return supplier.PermanentError(f"unexpected error: {exc.__class__.__name__}")
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return dict(zip(skus, pool.map(one, skus.values()), strict=True))
+    def summary(self) -> dict[str, int]:
+        return {"succeeded": self.succeeded, "failed": self.failed, "retrying": len(self.retry_ids)}
 
 
-def product_refresh_chunk(
-    *, run_id: int, product_ids: list[int], final_attempt: bool
-) -> ChunkOutcome:
+def _fetch(sku: str) -> supplier.SupplierProduct | Exception:
+    try:
+        return supplier.fetch_product(sku)
+    except supplier.SupplierError as exc:
+        return exc
+    except Exception as exc:  # a bug must fail one product, not the chunk
+        logger.exception("Refreshing %s failed unexpectedly", sku)
+        return supplier.PermanentError(f"unexpected error: {exc.__class__.__name__}: {exc}")
+
+
+def product_refresh_chunk(*, run_id: int, product_ids: list[int]) -> ChunkOutcome:
     """Refresh the still-pending products of a chunk; a second delivery finds nothing to do."""
     pending = dict(
         RefreshItem.objects.filter(
-            run_id=run_id, product_id__in=product_ids, status=RefreshItem.Status.PENDING
+            run_id=run_id, product_id__in=product_ids, status=Item.PENDING
         ).values_list("product_id", "product__sku")
     )
     if not pending:
         return ChunkOutcome()
-    RefreshRun.objects.filter(pk=run_id, status=RefreshRun.Status.PENDING).update(
-        status=RefreshRun.Status.RUNNING, started_at=timezone.now()
-    )
-    # Give the connection back (to Django's pool on PostgreSQL) while we wait on HTTP, so
-    # 40 greenlets waiting on the supplier do not hold 40 database connections.
-    if not connection.in_atomic_block:
+    runs.run_mark_started(RefreshRun, run_id)
+    # With a pool (PostgreSQL), give the connection back while we wait on HTTP, so greenlets
+    # waiting on the supplier hold none; a SQLite connection is no scarce resource, and
+    # reopening one costs more than the rest of the chunk's queries.
+    if connection.settings_dict["OPTIONS"].get("pool") and not connection.in_atomic_block:
         connection.close()
-    fetched = _fetch_all(pending)
-    return _refresh_apply(run_id=run_id, fetched=fetched, final_attempt=final_attempt)
+    results = map_concurrently(
+        _fetch, list(pending.values()), limit=settings.REFRESH_CHUNK_CONCURRENCY
+    )
+    fetched = dict(zip(pending, results, strict=True))
+    return _refresh_apply(run_id=run_id, fetched=fetched)
+
+
+def retry_delay(attempt: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter, never sooner than the supplier's Retry-After."""
+    ceiling = min(
+        settings.SUPPLIER_RETRY_BACKOFF * 2 ** (attempt - 1), settings.SUPPLIER_RETRY_BACKOFF_MAX
+    )
+    delay = random.uniform(0, ceiling)
+    return min(max(delay, retry_after or 0.0), settings.SUPPLIER_RETRY_BACKOFF_MAX)
 
 
 @transaction.atomic
 def _refresh_apply(
-    *,
-    run_id: int,
-    fetched: dict[int, supplier.SupplierProduct | Exception],
-    final_attempt: bool,
+    *, run_id: int, fetched: dict[int, supplier.SupplierProduct | Exception]
 ) -> ChunkOutcome:
-    """Write a chunk's results in bulk, only for items no duplicate delivery already wrote."""
+    """Write a chunk's results in bulk, only for items no other delivery already settled."""
     now = timezone.now()
     items = {
         item.product_id: item
-        for item in RefreshItem.objects.select_for_update().filter(
-            run_id=run_id, product_id__in=list(fetched), status=RefreshItem.Status.PENDING
+        for item in RefreshItem.objects.select_for_update()
+        .filter(run_id=run_id, product_id__in=list(fetched), status=Item.PENDING)
+        .only("pk", "product_id", "attempts")
+        .order_by("pk")  # the lock order of every writer of items (core.runs)
+    }
+    # Only what the comparison needs: the rows are rewritten whole below.
+    before = {
+        pid: (price, refreshed)
+        for pid, price, refreshed in Product.objects.filter(pk__in=list(items)).values_list(
+            "pk", "price", "last_refreshed_at"
         )
     }
-    products = Product.objects.in_bulk(list(items))
     outcome = ChunkOutcome()
-    changed_products, price_changes = [], []
+    writes: dict[int, tuple[Any, ...]] = {}
+    errors: dict[int, str] = {}
+    price_changes = []
     for pid, item in items.items():
-        product, result = products[pid], fetched[pid]
+        (old_price, refreshed_at), result = before[pid], fetched[pid]
         item.attempts += 1
+        item.retry_at = None
         if isinstance(result, supplier.SupplierProduct):
-            if product.price != result.price and product.last_refreshed_at is not None:
+            if old_price != result.price and refreshed_at is not None:
                 price_changes.append(
                     PriceChange(
-                        product=product,
-                        old_price=product.price,
+                        product_id=pid,
+                        old_price=old_price,
                         new_price=result.price,
                         changed_at=now,
                         run_id=run_id,
                     )
                 )
-            product.name, product.description = result.name, result.description
-            product.price, product.currency = result.price, result.currency
-            product.stock, product.supplier_details = result.stock, result.details
-            product.last_refreshed_at, product.last_error = now, ""
-            item.status, item.error, item.finished_at = RefreshItem.Status.SUCCEEDED, "", now
-            outcome.succeeded.append(pid)
-        elif isinstance(result, supplier.TransientError) and not final_attempt:
+            writes[pid] = (
+                result.name, result.description, result.price, result.currency,
+                result.stock, result.details, now, "",
+            )  # fmt: skip
+            item.status, item.error, item.finished_at = Item.SUCCEEDED, "", now
+        elif (
+            isinstance(result, supplier.TransientError)
+            and item.attempts <= settings.SUPPLIER_MAX_RETRIES
+        ):
+            delay = retry_delay(item.attempts, result.retry_after)
             item.error = f"{result} (attempt {item.attempts}, will retry)"
+            item.retry_at = now + timedelta(seconds=delay)
             outcome.retry_ids.append(pid)
-            if result.retry_after is not None:
-                outcome.retry_after = max(outcome.retry_after or 0.0, result.retry_after)
-            continue
+            outcome.retry_in = max(outcome.retry_in, delay)
         else:
             message = str(result)
             if isinstance(result, supplier.TransientError):
                 message = f"{message}; gave up after {item.attempts} attempts"
-            product.last_error = message
-            item.status, item.error, item.finished_at = RefreshItem.Status.FAILED, message, now
-            outcome.failed.append(pid)
-        changed_products.append(product)
-    Product.objects.bulk_update(
-        changed_products,
-        ["name", "description", "price", "currency", "stock", "supplier_details",
-         "last_refreshed_at", "last_error"],
-    )  # fmt: skip
+            errors[pid] = message
+            item.status, item.error, item.finished_at = Item.FAILED, message, now
+    failed_writes = _write_products(writes)
+    bulk_update_rows(Product, ("last_error",), ((pid, (e,)) for pid, e in errors.items()))
+    for pid, message in failed_writes.items():  # a row the database refused: that product only
+        item = items[pid]
+        item.status, item.error, item.finished_at = Item.FAILED, message, now
+        price_changes = [c for c in price_changes if c.product_id != pid]
     PriceChange.objects.bulk_create(price_changes)
-    RefreshItem.objects.bulk_update(items.values(), ["status", "error", "attempts", "finished_at"])
-    RefreshRun.objects.filter(pk=run_id).update(
-        succeeded=F("succeeded") + len(outcome.succeeded), failed=F("failed") + len(outcome.failed)
+    bulk_update_rows(
+        RefreshItem,
+        ("status", "error", "attempts", "retry_at", "finished_at"),
+        (
+            (item.pk, (item.status, item.error, item.attempts, item.retry_at, item.finished_at))
+            for item in items.values()
+        ),
     )
+    outcome.succeeded = sum(1 for i in items.values() if i.status == Item.SUCCEEDED)
+    outcome.failed = sum(1 for i in items.values() if i.status == Item.FAILED)
+    runs.run_add_progress(RefreshRun, run_id, succeeded=outcome.succeeded, failed=outcome.failed)
     return outcome
 
 
+def _write_products(writes: dict[int, tuple[Any, ...]]) -> dict[int, str]:
+    """Write all rows at once; if the database refuses the batch, row by row.
+
+    Returns the products whose row the database refused, with a message: values the
+    supplier client validated can still surprise a database (a constraint added later, an
+    encoding), and one product's surprise must not lose the rest of its chunk.
+    """
+    try:
+        with transaction.atomic():
+            bulk_update_rows(Product, PRODUCT_FIELDS, writes.items())
+        return {}
+    except DatabaseError as exc:
+        if _transient(exc):
+            raise
+        logger.warning("Bulk product write refused (%s); writing row by row", exc)
+    refused = {}
+    for pid, values in writes.items():
+        try:
+            with transaction.atomic():
+                bulk_update_rows(Product, PRODUCT_FIELDS, [(pid, values)])
+        except DatabaseError as exc:
+            if _transient(exc):
+                raise
+            refused[pid] = f"could not save the supplier's data: {exc.__class__.__name__}: {exc}"
+            with transaction.atomic():
+                Product.objects.filter(pk=pid).update(last_error=refused[pid][:2000])
+    return refused
+
+
+def _transient(exc: DatabaseError) -> bool:
+    from core.tasks import TRANSIENT_DB_ERRORS
+
+    return isinstance(exc, TRANSIENT_DB_ERRORS)
+
+
+# --- finishing and the status callback ----------------------------------------------------
 @transaction.atomic
 def refresh_run_finish(*, run_id: int) -> bool:
-    """Record the run's outcome once; True when the status callback is still to be sent."""
+    """Record the run's outcome once; True when the status callback is due.
+
+    A run with items still pending is not finished here (the chord fired early, or a
+    resumed chunk is still working): the reconciler finishes it once its work is done.
+    """
     run = RefreshRun.objects.select_for_update().get(pk=run_id)
     if not run.is_finished:
-        counts = dict(run.items.values_list("status").annotate(n=Count("id")))
-        stuck = run.items.filter(status=RefreshItem.Status.PENDING)
-        stuck.update(status=RefreshItem.Status.FAILED, error="never completed")
-        now = timezone.now()
-        run.succeeded = counts.get(RefreshItem.Status.SUCCEEDED, 0)
-        run.failed = run.total - run.succeeded
-        run.status = RefreshRun.Status.SUCCEEDED if run.failed == 0 else RefreshRun.Status.FAILED
-        run.started_at = run.started_at or now
-        run.finished_at = now
-        if run.failed:
-            run.callback_status = "not sent: some products failed"
-        elif settings.STATUS_CALLBACK_URL:
-            run.callback_status = CALLBACK_SENDING
-        else:
-            run.callback_status = "not sent: STATUS_CALLBACK_URL is not set"
-        run.save()
-    return run.callback_status == CALLBACK_SENDING
+        status = runs.run_settle(RefreshRun, run_id)
+        if status is None:
+            logger.info("Refresh run %s still has unfinished items; not finished yet", run_id)
+            return False
+        _callback_due(run_id)
+        if status in (RefreshRun.Status.COMPLETED_WITH_ERRORS, RefreshRun.Status.FAILED):
+            refresh_run_notify_errors(run_id=run_id)
+    return RefreshRun.objects.filter(pk=run_id, callback_state=Callback.PENDING).exists()
 
 
-def refresh_run_notify(*, run_id: int, final_attempt: bool) -> bool:
-    """POST the summary once; False when another delivery holds the lease or it is done.
+FAILED_SKUS_IN_EMAIL = 20
 
-    A transient failure releases the lease and raises, so the task retries it later.
+
+def refresh_run_notify_errors(*, run_id: int) -> None:
+    """Tell the person who started the run that products failed (sent after commit, once)."""
+    run = RefreshRun.objects.select_related("requested_by").get(pk=run_id)
+    if run.requested_by is None:
+        return  # cron: the command's exit code and output tell
+    failed = run.items.filter(status=Item.FAILED).select_related("product").order_by("product__sku")
+    notify_user(
+        run.requested_by,
+        key=f"refresh-run-{run.pk}-errors",
+        template="shop/email/refresh_errors",
+        context={
+            "run": run.pk,
+            "user": run.requested_by.get_username(),
+            "status": run.get_status_display(),
+            "failed": run.failed,
+            "total": run.total,
+            "errors": [[i.product.sku, i.error] for i in failed[:FAILED_SKUS_IN_EMAIL]],
+            "more": max(run.failed - FAILED_SKUS_IN_EMAIL, 0),
+            "url": f"{settings.SITE_URL}{run.get_absolute_url()}",
+        },
+    )
+
+
+def _callback_due(run_id: int) -> None:
+    """The callback is owed; the worker that sends it decides how (or that it cannot)."""
+    RefreshRun.objects.filter(pk=run_id).update(
+        callback_state=Callback.PENDING, callback_detail="due"
+    )
+
+
+def refresh_callback_payload(run: RefreshRun) -> dict[str, Any]:
+    """What the status receiver learns, whatever the outcome."""
+    failed = run.items.filter(status=Item.FAILED)
+    skus = list(
+        failed.order_by("product__sku").values_list("product__sku", flat=True)[
+            :FAILED_SKUS_IN_CALLBACK
+        ]
+    )
+    return {
+        "run": run.pk,
+        "status": run.status,
+        "total": run.total,
+        "succeeded": run.succeeded,
+        "failed": run.failed,
+        "cancelled": run.items.filter(status=Item.CANCELLED).count(),
+        "failed_skus": skus,
+        "failed_skus_total": run.failed,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
+
+
+def refresh_run_notify(*, run_id: int, final_attempt: bool) -> float | None:
+    """POST the summary once; the delay before another attempt when it failed transiently.
+
+    Returns None when the callback is delivered, failed for good, or another delivery of
+    this task holds the lease (a duplicate never sends a second request).
     """
     now = timezone.now()
     claimed = (
-        RefreshRun.objects.filter(pk=run_id, callback_status=CALLBACK_SENDING)
+        RefreshRun.objects.filter(pk=run_id, callback_state=Callback.PENDING)
         .filter(Q(callback_lease_until__isnull=True) | Q(callback_lease_until__lt=now))
-        .update(callback_lease_until=now + CALLBACK_LEASE)
+        .update(callback_lease_until=now + CALLBACK_LEASE, callback_next_at=None)
     )
     if not claimed:
-        return False
+        return None
     run = RefreshRun.objects.get(pk=run_id)
-    payload = {
-        "run": run.pk,
-        "status": run.status,
-        "products": run.succeeded,
-        "total": run.total,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-    }
+    attempt = run.callback_attempts + 1
+    if not settings.STATUS_CALLBACK_URL:
+        _callback_end(run_id, 0, Callback.SKIPPED, "not sent: STATUS_CALLBACK_URL is not set")
+        return None
+    payload = refresh_callback_payload(run)
     connection.close()  # do not hold a connection across the HTTP call
     try:
-        with requests.Session() as session:
-            code = supplier.post_status(session, payload, f"refresh-run-{run.pk}")
+        code = supplier.post_status(payload, f"refresh-run-{run.pk}")
     except supplier.TransientError as exc:
         if not final_attempt:
-            RefreshRun.objects.filter(pk=run_id).update(callback_lease_until=None)
-            raise
-        _callback_failed(run_id, f"failed after retries: {exc}")
-        return True
+            delay = retry_delay(attempt, exc.retry_after)
+            RefreshRun.objects.filter(pk=run_id).update(
+                callback_attempts=attempt,
+                callback_lease_until=None,
+                callback_next_at=timezone.now() + timedelta(seconds=delay),
+                callback_detail=f"{exc} (attempt {attempt}, retrying in {delay:.1f} s)"[:255],
+            )
+            return delay
+        _callback_end(run_id, attempt, Callback.FAILED, f"failed after {attempt} attempts: {exc}")
+        return None
     except supplier.PermanentError as exc:
-        _callback_failed(run_id, f"failed: {exc}")
-        return True
+        _callback_end(run_id, attempt, Callback.FAILED, f"failed: {exc}")
+        return None
+    _callback_end(run_id, attempt, Callback.DELIVERED, f"delivered (HTTP {code})")
+    return None
+
+
+def _callback_end(run_id: int, attempt: int, state: str, detail: str) -> None:
     RefreshRun.objects.filter(pk=run_id).update(
-        callback_status=f"delivered (HTTP {code})",
-        callback_sent_at=timezone.now(),
+        callback_state=state,
+        callback_detail=detail[:255],
+        callback_attempts=attempt,
         callback_lease_until=None,
+        callback_next_at=None,
+        callback_sent_at=timezone.now() if state == Callback.DELIVERED else None,
     )
+
+
+def refresh_callback_overdue() -> Q:
+    """Finished runs whose callback is due and nobody is sending or scheduled to send it."""
+    cutoff = timezone.now() - timedelta(seconds=settings.RUN_STALL_AFTER)
+    return (
+        Q(callback_state=Callback.PENDING)
+        & (Q(callback_lease_until__isnull=True) | Q(callback_lease_until__lt=timezone.now()))
+        & (Q(callback_next_at__isnull=True) | Q(callback_next_at__lt=cutoff))
+        & Q(progress_at__lt=cutoff)
+    )
+
+
+def refresh_callback_rearm(run: RefreshRun, now: datetime) -> bool:
+    """Claim an overdue callback for the reconciler (re-checked under the run's lock)."""
+    if not RefreshRun.objects.filter(pk=run.pk).filter(refresh_callback_overdue()).exists():
+        return False
+    RefreshRun.objects.filter(pk=run.pk).update(progress_at=now)
     return True
 
 
-def _callback_failed(run_id: int, message: str) -> None:
-    RefreshRun.objects.filter(pk=run_id).update(
-        status=RefreshRun.Status.CALLBACK_FAILED,
-        callback_status=message[:255],
-        callback_lease_until=None,
-    )
+@transaction.atomic
+def refresh_run_cancel(run: RefreshRun, actor: Any = None) -> str:
+    """Cancel the unfinished products; every chunk skips them, and the run ends cancelled."""
+    cancelled, who = runs.run_cancel_pending(RefreshRun, run, actor)
+    _callback_due(run.pk)
+    return f"Cancelled{who}: {plural(cancelled, 'unfinished product')} will not be refreshed."
 
 
 def refresh_run_failed_product_ids(*, run: RefreshRun) -> list[int]:
-    return list(
-        run.items.filter(status=RefreshItem.Status.FAILED).values_list("product_id", flat=True)
+    return list(run.items.filter(status=Item.FAILED).values_list("product_id", flat=True))
+
+
+# --- customers as a campaign audience -------------------------------------------------------
+def customer_recipients(
+    active_within_days: int | None, after: int | None, limit: int
+) -> list[audiences.Recipient]:
+    """Every customer in id order, with their consent: the opted-out ones are suppressed
+    (and counted) by the campaign, not silently left out. `active_within_days`: only
+    customers with an order placed in that many days.
+    """
+    customers = Customer.objects.order_by("pk")
+    if after is not None:
+        customers = customers.filter(pk__gt=after)
+    if active_within_days:
+        since = timezone.now() - timedelta(days=active_within_days)
+        recent = Order.objects.filter(customer=OuterRef("pk"), placed_at__gte=since)
+        customers = customers.filter(Exists(recent))
+    rows = customers.values_list("pk", "email", "name", "marketing_opt_in")[:limit]
+    return [audiences.Recipient(pk, email, name, opted_in) for pk, email, name, opted_in in rows]
+
+
+def customers_opted_out(addresses: Iterable[str]) -> set[str]:
+    """Which of these addresses withdrew consent (checked again just before sending)."""
+    return set(
+        Customer.objects.filter(email__in=list(addresses), marketing_opt_in=False).values_list(
+            "email", flat=True
+        )
     )
+
+
+CUSTOMERS_AUDIENCE = audiences.Audience(
+    identifier="customers",
+    label="Customers who agreed to marketing email",
+    recipients=customer_recipients,
+    opted_out=customers_opted_out,
+)

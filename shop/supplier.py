@@ -1,18 +1,32 @@
 """Client for the supplier's product API and the status callback, validating what it gets.
 
-Every call has explicit connect/read timeouts and a response size cap. Errors come in two
-kinds, because they are handled differently: `TransientError` (worth retrying later) and
+Every call has explicit connect/read timeouts and a response size cap, follows no
+redirects, and goes only to the configured hosts (never to another loopback, private or
+link-local address: a supplier answering `302 Location: http://127.0.0.1:6379/` or the
+cloud metadata address gets a permanent error, not a request). Errors come in two kinds,
+because they are handled differently: `TransientError` (worth retrying later) and
 `PermanentError` (retrying cannot help; record it with a message a person understands).
+
+One urllib3 PoolManager per process is reused by every chunk: connections are kept alive,
+nothing is looked up in the environment per request (no proxy or netrc lookups), and none
+of the per-call preparation `requests` does (hooks, cookies, settings merges), which cost
+more CPU than the rest of a product's refresh. Outbound proxies, if ever needed, are
+configured here explicitly.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
+import socket
+import threading
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import quote, urlsplit
 
-import requests
+import urllib3
 from django.conf import settings
 
 
@@ -41,24 +55,87 @@ class SupplierProduct:
     details: dict[str, Any] = field(default_factory=dict)  # everything they sent
 
 
-def _timeouts() -> tuple[float, float]:
-    return (settings.SUPPLIER_CONNECT_TIMEOUT, settings.SUPPLIER_READ_TIMEOUT)
+# What the columns of shop.Product can hold (see its fields): values beyond them are the
+# supplier's error, recorded on that product, never a crash of its neighbours' write.
+PRICE_MAX_DIGITS, PRICE_DECIMALS = 12, 2
+STOCK_MAX = 2**31 - 1
+NAME_MAX = 255
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+_pools_lock = threading.Lock()
+_pools: dict[tuple[str, str, int | None], urllib3.HTTPConnectionPool] = {}
 
 
-def _read_capped(response: requests.Response) -> bytes:
+def connection_pool(scheme: str, host: str, port: int | None) -> urllib3.HTTPConnectionPool:
+    """The process-wide pool of one origin, sized for every concurrent request of the process.
+
+    Kept here rather than asked of a PoolManager per request: its URL parsing and pool-key
+    building cost a tenth of a product's refresh.
+    """
+    key = (scheme, host, port)
+    pool = _pools.get(key)
+    if pool is None:
+        with _pools_lock:
+            pool = _pools.get(key)
+            if pool is None:
+                cls = (
+                    urllib3.HTTPSConnectionPool if scheme == "https" else urllib3.HTTPConnectionPool
+                )
+                pool = _pools[key] = cls(
+                    host,
+                    port,
+                    maxsize=settings.SUPPLIER_POOL_SIZE,
+                    block=False,
+                    retries=False,  # we decide what is retried, with backoff, in the task
+                    timeout=urllib3.Timeout(
+                        connect=settings.SUPPLIER_CONNECT_TIMEOUT,
+                        read=settings.SUPPLIER_READ_TIMEOUT,
+                    ),
+                )
+    return pool
+
+
+def _configured_hosts() -> set[str]:
+    hosts = set()
+    for url in (settings.SUPPLIER_API_URL, settings.STATUS_CALLBACK_URL):
+        if url:
+            hosts.add((urlsplit(url).hostname or "").lower())
+    return hosts
+
+
+def check_destination(url: str) -> None:
+    """Refuse a URL whose host is not configured and resolves to an internal address."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise PermanentError(f"refusing to call {url!r}: not an http(s) URL")
+    if host in _configured_hosts():
+        return
+    try:
+        infos = socket.getaddrinfo(host, parts.port or 80, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise TransientError(f"could not resolve {host}") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise PermanentError(
+                f"refusing to call {host}: it resolves to the internal address {address} "
+                "and is not the configured supplier or callback host"
+            )
+
+
+def _read_capped(response: urllib3.BaseHTTPResponse) -> bytes:
     cap = settings.SUPPLIER_MAX_RESPONSE_BYTES
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > cap:
         raise PermanentError(f"response too large ({declared} bytes, limit {cap})")
-    body = b""
-    for chunk in response.iter_content(chunk_size=65536):
-        body += chunk
-        if len(body) > cap:
-            raise PermanentError(f"response too large (over {cap} bytes)")
+    body = response.read(cap + 1)
+    if len(body) > cap:
+        raise PermanentError(f"response too large (over {cap} bytes)")
     return body
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def _retry_after(response: urllib3.BaseHTTPResponse) -> float | None:
     value = response.headers.get("Retry-After", "")
     try:
         return max(0.0, float(value))
@@ -66,21 +143,55 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
 
 
-def _send(session: requests.Session, method: str, url: str, **kwargs: Any) -> tuple[int, bytes]:
+def _send(
+    method: str,
+    url: str,
+    *,
+    who: str = "supplier",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
     """One HTTP call; transport failures and retryable statuses become TransientError."""
+    check_destination(url)
+    parts = urlsplit(url)
+    path = f"{parts.path or '/'}?{parts.query}" if parts.query else (parts.path or "/")
+    pool = connection_pool(parts.scheme, parts.hostname or "", parts.port)
     try:
-        with session.request(method, url, timeout=_timeouts(), stream=True, **kwargs) as resp:
-            if resp.status_code == 429:
-                raise TransientError("supplier is rate limiting (HTTP 429)", _retry_after(resp))
-            if resp.status_code >= 500:
-                raise TransientError(f"supplier error (HTTP {resp.status_code})")
-            return resp.status_code, _read_capped(resp)
-    except requests.Timeout as exc:
-        raise TransientError(f"supplier timed out ({exc.__class__.__name__})") from exc
-    except requests.ConnectionError as exc:
-        raise TransientError("could not connect to the supplier") from exc
-    except requests.RequestException as exc:
-        raise TransientError(f"request failed: {exc.__class__.__name__}") from exc
+        response = pool.urlopen(
+            method, path, body=body, headers=headers, redirect=False, preload_content=False,
+            assert_same_host=False,
+        )  # fmt: skip
+    except urllib3.exceptions.TimeoutError as exc:
+        raise TransientError(f"{who} timed out ({exc.__class__.__name__})") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise TransientError(f"could not connect to the {who}") from exc
+    complete = False
+    try:
+        status = response.status
+        if 300 <= status < 400:
+            where = response.headers.get("Location", "nowhere")[:200]
+            raise PermanentError(
+                f"answered with a redirect (HTTP {status} to {where}); redirects are not followed"
+            )
+        if status == 429:
+            raise TransientError(f"{who} is rate limiting (HTTP 429)", _retry_after(response))
+        if status >= 500:
+            raise TransientError(f"{who} error (HTTP {status})")
+        body = _read_capped(response)
+        complete = True
+        return status, body
+    except urllib3.exceptions.TimeoutError as exc:
+        raise TransientError(f"{who} timed out ({exc.__class__.__name__})") from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise TransientError(
+            f"reading the {who}'s answer failed: {exc.__class__.__name__}"
+        ) from exc
+    finally:
+        if not complete:
+            # An answer we did not read to its end must not stay on a kept-alive connection:
+            # the next request would read its leftover bytes as its own answer.
+            response.close()
+        response.release_conn()
 
 
 def parse_product(sku: str, body: bytes) -> SupplierProduct:
@@ -107,17 +218,26 @@ def parse_product(sku: str, body: bytes) -> SupplierProduct:
         pass
     if price is None or not price.is_finite() or price < 0 or price.as_tuple().exponent < -2:
         problems.append(f"price {data.get('price')!r} is not a decimal string like '12.50'")
+    elif price >= Decimal(10) ** (PRICE_MAX_DIGITS - PRICE_DECIMALS):
+        problems.append(
+            f"price {data['price']} is out of range "
+            f"(at most {PRICE_MAX_DIGITS - PRICE_DECIMALS} digits before the point)"
+        )
     stock = data.get("stock")
     if not isinstance(stock, int) or isinstance(stock, bool) or stock < 0:
         problems.append(f"stock {stock!r} is not a non-negative integer")
-    if isinstance(data.get("currency"), str) and len(data["currency"]) != 3:
+    elif stock > STOCK_MAX:
+        problems.append(f"stock {stock} is out of range (at most {STOCK_MAX})")
+    if isinstance(data.get("currency"), str) and not CURRENCY.match(data["currency"].upper()):
         problems.append(f"currency {data['currency']!r} is not a 3-letter code")
+    if isinstance(data.get("name"), str) and len(data["name"].strip()) > NAME_MAX:
+        problems.append(f"name is {len(data['name'].strip())} characters long (at most {NAME_MAX})")
     if problems:
         raise PermanentError("supplier sent an invalid product: " + "; ".join(problems))
     assert price is not None and isinstance(stock, int)
     return SupplierProduct(
         sku=sku,
-        name=data["name"].strip()[:255],
+        name=data["name"].strip(),
         description=data["description"],
         price=price,
         currency=data["currency"].upper(),
@@ -126,26 +246,28 @@ def parse_product(sku: str, body: bytes) -> SupplierProduct:
     )
 
 
-def fetch_product(session: requests.Session, sku: str) -> SupplierProduct:
+def fetch_product(sku: str) -> SupplierProduct:
     if not settings.SUPPLIER_API_URL:
         raise PermanentError("SUPPLIER_API_URL is not configured")
-    url = f"{settings.SUPPLIER_API_URL}/products/{requests.utils.quote(sku, safe='')}"
-    status, body = _send(session, "GET", url, headers={"Accept": "application/json"})
+    url = f"{settings.SUPPLIER_API_URL}/products/{quote(sku, safe='')}"
+    status, body = _send("GET", url, headers={"Accept": "application/json"})
     if status == 404:
-        raise PermanentError(f"the supplier does not know SKU {sku}")
+        raise PermanentError("not found at the supplier (HTTP 404)")
     if status != 200:
         raise PermanentError(f"supplier refused the request (HTTP {status})")
     return parse_product(sku, body)
 
 
-def post_status(session: requests.Session, payload: dict[str, Any], idempotency_key: str) -> int:
+def post_status(payload: dict[str, Any], idempotency_key: str) -> int:
     """POST the run summary; the Idempotency-Key lets the receiver drop a repeat."""
+    if not settings.STATUS_CALLBACK_URL:
+        raise PermanentError("STATUS_CALLBACK_URL is not configured")
     status, _ = _send(
-        session,
         "POST",
         settings.STATUS_CALLBACK_URL,
-        json=payload,
-        headers={"Idempotency-Key": idempotency_key},
+        who="status receiver",
+        body=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key},
     )
     if not 200 <= status < 300:
         raise PermanentError(f"status callback refused (HTTP {status})")

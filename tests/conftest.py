@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,10 +12,10 @@ from django.conf import settings
 from django.db import connection
 from kombu import Connection
 
-from core.httpstub import RecordingServer, Request, Response
+from core.fleet import WorkerFleet, worker_env
+from devtools.httpstub import RecordingServer, Request, Response
+from devtools.supplier_stub import SupplierStub
 from proj.celery import app as celery_app
-from shop.supplier_stub import SupplierStub
-from tests.support.workers import WorkerFleet, worker_env
 
 
 def _redis_url(db: int) -> str:
@@ -65,15 +66,21 @@ def worker_fleet(
 
 
 @pytest.fixture
-def workers(worker_fleet: WorkerFleet, transactional_db: None) -> WorkerFleet:
-    """Workers plus a committed (transactional) database they can see."""
-    return worker_fleet
+def workers(worker_fleet: WorkerFleet, transactional_db: None) -> Iterator[WorkerFleet]:
+    """Workers plus a committed (transactional) database they can see.
+
+    A node a fault test killed (and did not restart, because it failed) is started again.
+    """
+    worker_fleet.ensure_running()
+    yield worker_fleet
+    # Before the database is emptied: no worker may still be writing this test's work.
+    worker_fleet.wait_idle(settings.CELERY_BROKER_URL)
 
 
 @pytest.fixture
 def isolated_broker() -> Iterator[tuple[Connection, redis.Redis]]:
     """A broker database no worker consumes, to see exactly which queue a message lands on."""
-    url = _redis_url(14)
+    url = _redis_url(int(os.environ.get("TEST_ISOLATED_REDIS_DB", "14")))
     client = redis.Redis.from_url(url)
     client.flushdb()
     with celery_app.connection_for_write(url) as conn:

@@ -6,11 +6,23 @@ Worker subprocesses started by the tests load this module too, so both sides agr
 import os
 from pathlib import Path
 
+# The suite never reads an operator's env file: what it runs on is set here.
+os.environ["SHOP_ENV_FILE"] = os.devnull
+# DEBUG is off by default (production); the suite runs the development configuration.
+os.environ.setdefault("DJANGO_DEBUG", "1")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("SHOP_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+# What production requires, so a test may run a command with DJANGO_DEBUG=0. No test talks
+# to this supplier address: the workers get the stand-in's URL.
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-secret")
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
+os.environ.setdefault("DATABASE_URL", f"sqlite:///{os.environ['SHOP_VAR_DIR']}/shop.sqlite3")
+os.environ.setdefault("SUPPLIER_API_URL", "http://127.0.0.1:9/no-supplier-in-this-process")
 # Workers and the test process share one database; a small pool per process keeps the
 # whole fleet under PostgreSQL's max_connections.
 os.environ.setdefault("DB_POOL_MAX_SIZE", "6")
+# The stand-ins and demo data live in the devtools app, installed for tests.
+os.environ.setdefault("SHOP_DEVTOOLS", "1")
 # Short timeouts and backoff so failure paths take seconds, not minutes.
 for name, value in {
     "SUPPLIER_CONNECT_TIMEOUT": "1",
@@ -18,6 +30,7 @@ for name, value in {
     "SUPPLIER_MAX_RETRIES": "2",
     "SUPPLIER_RETRY_BACKOFF": "0.2",
     "SUPPLIER_RETRY_BACKOFF_MAX": "2",
+    "TASK_DB_MAX_RETRIES": "3",
 }.items():
     os.environ.setdefault(name, value)
 

@@ -9,13 +9,14 @@ from typing import Any
 from django.utils import timezone
 
 from reports import rendering as r
-from reports.registry import DateRangeForm, ReportType, date_windows
+from reports.registry import DateRangeForm, ReportType, date_range_text, date_windows
 
 WINDOW_DAYS = 14
 
 
 class PriceChangesForm(DateRangeForm):
-    pass
+    # A refresh a moment ago changed prices: the default range shows them.
+    default_ends_today = True
 
 
 class PriceChanges(ReportType):
@@ -83,7 +84,7 @@ class PriceChanges(ReportType):
         }
 
     def describe(self, params: dict[str, Any]) -> str:
-        return f"{params['date_from']} to {params['date_to']}"
+        return date_range_text(params["date_from"], params["date_to"])
 
     def render_csv(self, params: dict[str, Any], data: dict[str, Any]) -> bytes:
         header = ["changed at", "sku", "name", "old price", "new price", "change", "change %"]

@@ -12,7 +12,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from reports import rendering as r
-from reports.registry import DateRangeForm, ReportType, date_windows
+from reports.registry import DateRangeForm, ReportType, date_range_text, date_windows
 
 # Days per partial aggregation: a year is ~53 parts spread over the type's workers.
 WINDOW_DAYS = 7
@@ -118,7 +118,7 @@ class SalesSummary(ReportType):
         }
 
     def describe(self, params: dict[str, Any]) -> str:
-        return f"{params['date_from']} to {params['date_to']}"
+        return f"{date_range_text(params['date_from'], params['date_to'])}, top {params['top_n']}"
 
     def render_csv(self, params: dict[str, Any], data: dict[str, Any]) -> bytes:
         day_rows = [

@@ -1,21 +1,28 @@
-"""Flower runs with our app, behind basic auth, and sees the real workers and their tasks."""
+"""Flower runs with our app behind basic auth on every page, read-only unless allowed,
+sees the real workers and their tasks, and lists every declared queue."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
+from core.fleet import BASE_DIR, WorkerFleet
+from core.waiting import wait_for
 from proj import topology
 from tests.support.settings_env import manage
-from tests.support.waiting import wait_for
-from tests.support.workers import BASE_DIR, WorkerFleet
 
 AUTH = ("ops", "s3cret-flower")
+READ_ONLY = "Flower is read-only"
+PREFORK = next(p for p in topology.POOLS if p.pool == "prefork")
+CALLBACKS = next(p for p in topology.POOLS if topology.DEFAULT_QUEUE in p.queues)
 
 
 def free_port() -> int:
@@ -25,26 +32,60 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def flower(workers: WorkerFleet) -> Iterator[str]:
-    port = free_port()
-    env = {**workers.env, "FLOWER_BASIC_AUTH": ":".join(AUTH)}
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "flower", "--port", str(port)],
-        cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+def start_flower(workers: WorkerFleet, tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start `manage.py flower` as an operator would; returns its URL. Stopped afterwards."""
+    procs: list[subprocess.Popen[bytes]] = []
 
-    def answers() -> bool:
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        try:
-            return requests.get(url + "/healthcheck", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
+    def start(**extra_env: str) -> str:
+        port = free_port()
+        env = {**workers.env, "FLOWER_BASIC_AUTH": ":".join(AUTH), "FLOWER_ALLOW_CONTROL": ""}
+        env.pop("FLOWER_READ_ONLY", None)
+        env.update(extra_env)
+        log = tmp_path / f"flower-{port}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "manage.py", "flower", "--port", str(port)],
+                cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
 
-    wait_for(answers, timeout=30, what="Flower")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+        def answers() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return requests.get(url + "/healthcheck", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(answers, timeout=30, what="Flower")
+        return url
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def flower(start_flower: Callable[..., str]) -> str:
+    return start_flower()
+
+
+def flower_knows(flower: str, nodes: set[str]) -> dict:
+    """Wait until Flower lists `nodes` (control calls need Flower to know the worker)."""
+
+    def seen() -> dict | None:
+        reply = requests.get(flower + "/api/workers?refresh=1", auth=AUTH, timeout=10)
+        assert reply.status_code == 200
+        workers = reply.json()
+        return workers if nodes <= set(workers) else None
+
+    return wait_for(seen, timeout=30, what=f"Flower to list {sorted(nodes)}")
+
+
+def pool_processes(app, node: str) -> int:
+    stats = app.control.inspect(destination=[node], timeout=5).stats()
+    return len(stats[node]["pool"]["processes"])
 
 
 @pytest.mark.workers
@@ -53,15 +94,9 @@ def test_flower_requires_auth_and_sees_workers_and_tasks(app, flower, workers):
     wrong = requests.get(flower + "/api/workers", auth=("ops", "nope"), timeout=10)
     assert wrong.status_code == 401
 
-    def workers_seen() -> dict | None:
-        reply = requests.get(flower + "/api/workers?refresh=1", auth=AUTH, timeout=10)
-        assert reply.status_code == 200
-        seen = reply.json()
-        return seen if {workers.node(p) for p in topology.POOLS} <= set(seen) else None
-
-    seen = wait_for(workers_seen, timeout=30, what="Flower to list every node")
-    refresh = seen["refresh@pytest"]
-    assert [q["name"] for q in refresh["active_queues"]] == ["shop.refresh"]
+    seen = flower_knows(flower, {n for p in topology.POOLS for n in workers.nodes(p)})
+    for node in workers.nodes("refresh"):  # every process of the pool, each on its queue
+        assert [q["name"] for q in seen[node]["active_queues"]] == ["shop.refresh"]
 
     result = app.send_task("core.tasks.ping")
     assert result.get(timeout=30) == "pong"
@@ -73,7 +108,155 @@ def test_flower_requires_auth_and_sees_workers_and_tasks(app, flower, workers):
     info = wait_for(task_seen, timeout=30, what="Flower to see the task")
     assert info["name"] == "core.tasks.ping"
     assert info["state"] == "SUCCESS"
-    assert info["worker"] == "callbacks@pytest"
+    assert info["worker"] == workers.node(CALLBACKS)
+
+
+@pytest.mark.workers
+def test_metrics_need_the_same_credentials(flower, workers):
+    for auth in (None, ("ops", "nope"), ("intruder", AUTH[1])):
+        refused = requests.get(flower + "/metrics", auth=auth, timeout=10)
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"] == 'Basic realm="flower"'
+        assert "flower_" not in refused.text
+
+    online = f'flower_worker_online{{worker="{workers.node(CALLBACKS)}"}} 1.0'
+
+    def scraped() -> str | None:
+        reply = requests.get(flower + "/metrics", auth=AUTH, timeout=10)
+        assert reply.status_code == 200
+        return reply.text if online in reply.text else None
+
+    metrics = wait_for(scraped, timeout=30, what="the worker in Flower's metrics")
+    assert "flower_events_total" in metrics
+
+
+# Every control endpoint of Flower 2.2 (the UI's buttons post to these same URLs), plus
+# the task-running ones, which read-only mode refuses too.
+CONTROL_CALLS = [
+    ("/api/task/revoke/{task_id}?terminate=true", {}),
+    ("/api/task/abort/{task_id}", {}),
+    ("/api/worker/shutdown/{node}", {}),
+    ("/api/worker/pool/restart/{node}", {}),
+    ("/api/worker/pool/grow/{node}?n=2", {}),
+    ("/api/worker/pool/shrink/{node}?n=1", {}),
+    ("/api/worker/pool/autoscale/{node}?min=1&max=8", {}),
+    ("/api/worker/queue/add-consumer/{node}?queue=shop.refresh", {}),
+    ("/api/worker/queue/cancel-consumer/{node}?queue={queue}", {}),
+    ("/api/task/rate-limit/core.tasks.ping", {"ratelimit": "1/h", "workername": "{node}"}),
+    ("/api/task/timeout/core.tasks.ping", {"soft": "1", "hard": "2", "workername": "{node}"}),
+    ("/api/task/apply/core.tasks.ping", {}),
+    ("/api/task/async-apply/core.tasks.ping", {}),
+    ("/api/task/send-task/core.tasks.ping", {}),
+]
+
+
+@pytest.mark.workers
+def test_flower_is_read_only_by_default(app, flower, workers):
+    node = workers.node(PREFORK)
+    flower_knows(flower, {node})  # refusals must not be "unknown worker" 404s
+    task_id = str(uuid.uuid4())
+    fields = {"node": node, "task_id": task_id, "queue": PREFORK.queues[0]}
+
+    for path, form in CONTROL_CALLS:
+        url = flower + path.format(**fields)
+        data = {k: v.format(**fields) for k, v in form.items()}
+        # Without credentials the answer is still 401: nothing is revealed before auth.
+        assert requests.post(url, data=data, timeout=10).status_code == 401, path
+        refused = requests.post(url, data=data, auth=AUTH, timeout=10)
+        assert refused.status_code == 403, (path, refused.text)
+        assert refused.text.startswith(READ_ONLY), (path, refused.text)
+        assert "FLOWER_ALLOW_CONTROL=1" in refused.text
+    # The UI posts from its own page; same refusal.
+    ui_post = requests.post(
+        flower + f"/api/worker/shutdown/{node}", auth=AUTH, timeout=10,
+        headers={"Origin": flower, "Sec-Fetch-Site": "same-origin",
+                 "X-Requested-With": "XMLHttpRequest"},
+    )  # fmt: skip
+    assert ui_post.status_code == 403 and ui_post.text.startswith(READ_ONLY)
+
+    # The UI does not offer the controls either.
+    page = requests.get(flower + f"/worker/{node}", auth=AUTH, timeout=10)
+    assert page.status_code == 200 and node in page.text
+    assert "Pool controls" not in page.text and "Shut Down" not in page.text
+
+    # And the worker is untouched: still up, same pool, same queue, the task not revoked.
+    assert app.control.ping(destination=[node], timeout=2) == [{node: {"ok": "pong"}}]
+    assert pool_processes(app, node) == PREFORK.concurrency
+    queues = app.control.inspect(destination=[node], timeout=5).active_queues()[node]
+    assert [q["name"] for q in queues] == list(PREFORK.queues)
+    ping = app.send_task("core.tasks.ping", task_id=task_id)
+    assert ping.get(timeout=30) == "pong"
+
+    # Reading still works, the tasks table's POST included.
+    table = requests.post(
+        flower + "/tasks/datatable", auth=AUTH, timeout=10,
+        data={"draw": "1", "start": "0", "length": "10", "search[value]": "",
+              "order[0][column]": "0", "order[0][dir]": "asc", "columns[0][data]": "name"},
+    )  # fmt: skip
+    assert table.status_code == 200, table.text
+    assert "recordsTotal" in table.json()
+
+
+@pytest.mark.workers
+def test_flower_allow_control_lets_operators_resize_a_pool(app, start_flower, workers):
+    flower = start_flower(FLOWER_ALLOW_CONTROL="1")
+    node = workers.node(PREFORK)
+    flower_knows(flower, {node})
+    page = requests.get(flower + f"/worker/{node}", auth=AUTH, timeout=10)
+    assert "Pool controls" in page.text
+
+    grow = flower + f"/api/worker/pool/grow/{node}?n=1"
+    assert requests.post(grow, timeout=10).status_code == 401
+    try:
+        grown = requests.post(grow, auth=AUTH, timeout=10)
+        assert grown.status_code == 200, grown.text
+        assert grown.json() == {"message": f"Growing '{node}' worker's pool by 1"}
+        wait_for(
+            lambda: pool_processes(app, node) == PREFORK.concurrency + 1,
+            timeout=30, what="the pool to grow",
+        )  # fmt: skip
+        shrunk = requests.post(
+            flower + f"/api/worker/pool/shrink/{node}?n=1", auth=AUTH, timeout=10
+        )
+        assert shrunk.status_code == 200, shrunk.text
+    finally:
+        # Leave the session's fleet as it was, whatever happened above.
+        if pool_processes(app, node) > PREFORK.concurrency:
+            app.control.pool_shrink(n=1, destination=[node], reply=True, timeout=5)
+    wait_for(
+        lambda: pool_processes(app, node) == PREFORK.concurrency,
+        timeout=30, what="the pool to shrink back",
+    )  # fmt: skip
+
+
+@pytest.mark.workers
+def test_broker_tab_lists_every_declared_queue(app, flower, workers):
+    """Even a queue no running node consumes: that is when its backlog matters."""
+    node = workers.node(PREFORK)
+    queue = PREFORK.queues[0]
+    app.control.cancel_consumer(queue, destination=[node], reply=True, timeout=5)
+    try:
+        waiting = app.send_task("core.tasks.ping", queue=queue)
+
+        def forgotten() -> bool:
+            seen = flower_knows(flower, {node})
+            return queue not in {q["name"] for q in seen[node]["active_queues"]}
+
+        wait_for(forgotten, timeout=30, what=f"Flower to see {node} stop consuming {queue}")
+
+        page = requests.get(flower + "/broker", auth=AUTH, timeout=10)
+        assert page.status_code == 200
+        rows = dict(re.findall(r"<td>([\w.]+)</td>\s*<td[^>]*>\s*(\d+)\s*</td>", page.text))
+        assert set(rows) == {q.name for q in topology.QUEUES}, rows
+        assert rows[queue] == "1"
+
+        lengths = requests.get(flower + "/api/queues/length", auth=AUTH, timeout=10).json()
+        by_name = {q["name"]: q["messages"] for q in lengths["active_queues"]}
+        assert set(by_name) == {q.name for q in topology.QUEUES}
+        assert by_name[queue] == 1
+    finally:
+        app.control.add_consumer(queue, destination=[node], reply=True, timeout=5)
+    assert waiting.get(timeout=30) == "pong"  # the node drains it once it consumes again
 
 
 def test_flower_refuses_to_start_without_auth():

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
 from celery import Celery
 from kombu import Connection
 
+from core.fleet import WorkerFleet
+from core.models import DeadLetter
+from core.waiting import wait_for
 from proj import topology
-from tests.support.workers import WorkerFleet
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
@@ -23,8 +26,9 @@ def rabbitmq_answers() -> bool:
         return False
 
 
-@pytest.mark.workers
-def test_a_worker_on_rabbitmq_runs_tasks(worker_fleet, transactional_db, tmp_path, monkeypatch):
+@pytest.fixture
+def amqp_app(monkeypatch):
+    """The project's configuration with CELERY_BROKER_URL on the local RabbitMQ."""
     if not rabbitmq_answers():
         if os.environ.get("CI") == "true":
             pytest.fail(f"RabbitMQ does not answer at {AMQP_URL}")
@@ -34,6 +38,16 @@ def test_a_worker_on_rabbitmq_runs_tasks(worker_fleet, transactional_db, tmp_pat
     monkeypatch.setenv("CELERY_BROKER_URL", AMQP_URL)
     app = Celery("proj", set_as_current=False)  # never replace the project app
     app.config_from_object("django.conf:settings", namespace="CELERY")
+    with app.connection_for_write() as conn:  # nothing left over from an earlier run
+        for queue in topology.QUEUES:
+            with contextlib.suppress(Exception):
+                conn.default_channel.queue_purge(queue.name)
+    return app
+
+
+@pytest.mark.workers
+def test_a_worker_on_rabbitmq_runs_tasks(worker_fleet, transactional_db, tmp_path, amqp_app):
+    app = amqp_app
     env = {**worker_fleet.env, "CELERY_BROKER_URL": AMQP_URL}
     fleet = WorkerFleet(app, env, tmp_path, hostname="pytest-amqp")
     callbacks = next(p for p in topology.POOLS if topology.DEFAULT_QUEUE in p.queues)
@@ -44,5 +58,36 @@ def test_a_worker_on_rabbitmq_runs_tasks(worker_fleet, transactional_db, tmp_pat
         assert {q["name"] for q in queues[fleet.node(callbacks)]} == set(callbacks.queues)
     finally:
         fleet.stop()
-    log = fleet.log_path(callbacks.name).read_text()
-    assert "Connected to amqp://guest:**@127.0.0.1:5672//" in log
+    log = fleet.log_text(callbacks.name)
+    vhost = AMQP_URL.rsplit("/", 1)[1] or "/"
+    assert f"Connected to amqp://guest:**@127.0.0.1:5672/{vhost}" in log
+
+
+@pytest.mark.workers
+def test_a_task_that_kills_its_gevent_node_is_dead_lettered_on_rabbitmq(
+    worker_fleet, transactional_db, tmp_path, amqp_app
+):
+    """The whole node dies each time; RabbitMQ redelivers at once; the limit stops it."""
+    app = amqp_app
+    env = {**worker_fleet.env, "CELERY_BROKER_URL": AMQP_URL}
+    fleet = WorkerFleet(app, env, tmp_path, hostname="pytest-amqp-crash")
+    callbacks = fleet.pool("callbacks")
+    fleet.start((callbacks,))
+    crash = app.send_task("devtools.tasks.crash_process")
+    limited = DeadLetter.objects.filter(task_id=crash.id).exists
+    restarts = 0
+    try:
+        while True:
+            node = fleet.procs.pop(callbacks.name)
+            wait_for(lambda n=node: n.poll() is not None or limited(), timeout=60)
+            if node.poll() is None:
+                fleet.procs[callbacks.name] = node
+                break
+            restarts += 1  # and start it again, as systemd or a process manager would
+            fleet.start((callbacks,), wait=False)
+        assert app.send_task("core.tasks.ping").get(timeout=30) == "pong"  # it serves on
+    finally:
+        fleet.stop()
+    letter = DeadLetter.objects.get(task_id=crash.id)
+    assert letter.reason == DeadLetter.Reason.DELIVERY_LIMIT and letter.attempts == 4
+    assert restarts == 3 and letter.queue == "default"

@@ -25,15 +25,6 @@ def test_each_routed_task_lands_on_its_declared_queue(app, isolated_broker, task
     assert all(client.llen(q) == 0 for q in others)
 
 
-@pytest.mark.parametrize("identifier", topology.report_identifiers())
-def test_report_tasks_land_on_their_types_queue(app, isolated_broker, identifier):
-    conn, client = isolated_broker
-    app.send_task(
-        "reports.tasks.report_run_start", kwargs={"report_type": identifier}, connection=conn
-    )
-    assert client.llen(topology.report_queue(identifier)) == 1
-
-
 def test_unrouted_task_goes_to_default_queue(app, isolated_broker):
     conn, client = isolated_broker
     app.send_task("core.tasks.something_unrouted", connection=conn)

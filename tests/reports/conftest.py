@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 
-from tests.reports.mailbox import MAIL_DIR_ENV
 from tests.support.factories import make_staff
 
-# Worker subprocesses inherit the environment when the session's fleet starts (after
-# collection), so their "report ready" emails land as files the tests can read.
-MAIL_DIR = Path(settings.VAR_DIR) / "mail"
-os.environ.setdefault(MAIL_DIR_ENV, str(MAIL_DIR))
-os.environ["DJANGO_EMAIL_BACKEND"] = "tests.reports.mailbox.EmailBackend"
+# The "report ready" emails go over SMTP to the session's sink (the workers' settings are
+# pointed at it when this module is imported, before the fleet starts).
+from tests.support.smtp import smtp  # noqa: F401
 
 RANGE = {"date_from": "2026-03-01", "date_to": "2026-03-10"}
 
@@ -101,19 +95,3 @@ def other_staff(db):
 def auditor(db):
     """Staff allowed to view every report."""
     return make_staff("carol", "view_all_reports")
-
-
-@pytest.fixture
-def mailbox() -> Path:
-    """An empty mail directory: run ids repeat across tests, old mail must not match."""
-    MAIL_DIR.mkdir(parents=True, exist_ok=True)
-    for old in MAIL_DIR.glob("*.log"):
-        old.unlink()
-    return MAIL_DIR
-
-
-def read_mail() -> list[str]:
-    """Every message the workers sent, as raw text."""
-    if not MAIL_DIR.exists():
-        return []
-    return [p.read_text() for p in sorted(MAIL_DIR.glob("*.log"))]

@@ -6,9 +6,9 @@ import csv
 import io
 import re
 
+from core.waiting import wait_for
 from reports.models import ReportRun
 from reports.storage import report_storage
-from tests.support.waiting import wait_for
 
 
 def wait_finished(run: ReportRun, timeout: float = 60) -> ReportRun:

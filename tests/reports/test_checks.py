@@ -8,14 +8,20 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from proj import topology
+from reports import registry
 
 
-def test_every_report_type_has_a_pool():
-    consumed = {q for p in topology.POOLS for q in p.queues}
-    assert {f"reports.{i}" for i in topology.report_identifiers()} <= consumed
-    assert {p.name for p in topology.POOLS} >= {
-        f"reports_{i}" for i in topology.report_identifiers()
-    }
+@pytest.mark.workers
+def test_the_running_fleet_consumes_every_registered_report_type(app, workers):
+    """Asked of the live workers: the registry's types, each with a node on its queue."""
+    replies = app.control.inspect(timeout=2).active_queues() or {}
+    consumed = {q["name"] for queues in replies.values() for q in queues}
+    types = registry.all_types()
+    assert len(types) >= 3
+    for kind in types:
+        assert kind.queue in consumed, f"{kind.identifier}: nobody consumes {kind.queue}"
+        node = f"reports_{kind.identifier}@{workers.hostname}"
+        assert [q["name"] for q in replies[node]] == [kind.queue]
 
 
 def test_a_type_whose_queue_no_pool_consumes_is_an_error():

@@ -27,7 +27,8 @@ def test_list_shows_types_and_their_queues(capsys):
         (["sales_summary", "--from", "2020-01-01", "--to", "2026-03-01"], "at most 366"),
         (["sales_summary", "--from", "tomorrow"], "Enter a valid date"),
         (["inventory", "--from", "2026-03-01"], "--from is not a parameter of inventory"),
-        (["inventory", "--threshold", "-3"], "greater than or equal to 0"),
+        (["inventory", "--threshold", "-3"], "--threshold: Ensure this value is greater than"),
+        (["sales_summary", "--top", "0"], "--top: Ensure this value is greater than or equal to 1"),
         (["inventory", "--user", "ghost"], "No user named 'ghost'"),
     ],
 )
@@ -57,3 +58,5 @@ def test_cron_line_waits_for_the_report(workers, shop):
         and "on reports.sales_summary" in result.stdout
     )
     assert f"/reports/runs/{run.pk}/download/pdf" in result.stdout
+    # The parameters in words, as the admin list shows them.
+    assert f"Queued Sales summary report #{run.pk} (1\u201310 Mar 2026, top 10)" in result.stdout

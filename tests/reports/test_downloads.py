@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from notifications.models import Notification
+from notifications.services import render
 from reports import registry, services
 from reports.models import ReportRun
 from reports.storage import report_storage
@@ -17,11 +19,9 @@ def finished_run(db, shop, staff) -> ReportRun:
     run = services.report_run_create(
         report_type="price_changes", params=kind.clean_params(RANGE), requested_by=staff
     )
-    services.report_run_start(run_id=run.pk, queue="reports.price_changes")
-    partials = [
-        services.report_run_gather_part(run_id=run.pk, index=i) for i in range(run.parts_total)
-    ]
-    assert services.report_run_render(run_id=run.pk, partials=partials)
+    for i in range(run.total):
+        services.report_run_gather_part(run_id=run.pk, index=i, queue="reports.price_changes")
+    assert services.report_run_render(run_id=run.pk)
     run.refresh_from_db()
     return run
 
@@ -82,8 +82,12 @@ def test_unfinished_run_has_nothing_to_download(client, staff, db):
     assert client.get(f"/reports/runs/{run.pk}/download/csv").status_code == 404
 
 
-def test_requester_gets_the_email_in_process(finished_run, mailoutbox):
-    # The worker-side email is checked in test_outputs; here the message content.
-    assert len(mailoutbox) == 1
-    assert mailoutbox[0].to == ["alice@example.com"]
-    assert f"/reports/runs/{finished_run.pk}/download/pdf" in mailoutbox[0].body
+def test_requester_is_notified_once_with_links(finished_run):
+    # Sending over SMTP by the workers is checked in test_outputs; here the message itself.
+    [notification] = Notification.objects.all()
+    assert (notification.recipient, notification.kind) == ("alice@example.com", "transactional")
+    subject, body = render(notification)
+    assert subject == f"Your report is ready: Price changes #{finished_run.pk}"
+    assert f"/reports/runs/{finished_run.pk}/download/pdf" in body
+    services.report_run_notify(run_id=finished_run.pk)  # asked again: the same notification
+    assert Notification.objects.count() == 1

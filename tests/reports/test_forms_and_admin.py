@@ -83,7 +83,7 @@ def test_admin_request_runs_on_the_types_queue_and_lists_it(workers, client, sta
     assert run.queue == "reports.inventory" and run.trigger == "admin"
     page = client.get("/admin/reports/reportrun/").content.decode()
     assert f"/reports/runs/{run.pk}/download/csv" in page
-    assert "reports.inventory" in page and "1/1" in page
+    assert "Succeeded: 1 part" in page and "Inventory" in page
 
 
 @pytest.mark.django_db
@@ -110,3 +110,29 @@ def test_rerun_action_only_reruns_failed_runs(client, staff, django_capture_on_c
     ]
     assert not ReportRun.objects.filter(rerun_of=done).exists()
     assert len(published) == 1  # one canvas, published only after commit
+
+
+def test_the_price_changes_default_range_includes_today():
+    """A refresh a moment ago changed prices: the default report must show them."""
+    from datetime import date, timedelta
+
+    params = registry.get("price_changes").clean_params({})
+    assert params["date_to"] == date.today().isoformat()
+    assert params["date_from"] == (date.today() - timedelta(days=6)).isoformat()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "email,promise",
+    [
+        ("alice@example.com", "You will get an email at alice@example.com when it is ready."),
+        ("", "No email will be sent: your account has no email address."),
+    ],
+)
+def test_the_email_is_promised_only_to_someone_with_an_address(client, staff, email, promise):
+    staff.email = email
+    staff.save()
+    client.force_login(staff)
+    page = client.post(ADD_URL, {"report_type": "inventory", "_request": "1"}, follow=True)
+    assert promise in page.text
+    assert ReportRun.objects.count() == 1

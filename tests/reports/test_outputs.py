@@ -3,36 +3,39 @@
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
+from core.waiting import wait_for
+from notifications.models import Notification
 from proj import topology
 from reports import registry, workflows
-from reports.models import ReportRun
-from tests.reports.conftest import RANGE, read_mail
+from reports.models import ReportPart, ReportRun
+from tests.reports.conftest import RANGE
 from tests.reports.helpers import csv_sections, pdf_has_text, pdf_pages, read_file, wait_finished
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.workers
 
 
 def request(identifier: str, data: dict, user=None) -> ReportRun:
     kind = registry.get(identifier)
-    return workflows.report_run_request(
+    run, _ = workflows.report_run_request(
         report_type=identifier, params=kind.clean_params(data), requested_by=user
     )
+    return run
 
 
 def assert_succeeded_on_own_queue(run: ReportRun) -> None:
     run = wait_finished(run)
     assert run.status == ReportRun.Status.SUCCEEDED, run.error
     assert run.queue == topology.report_queue(run.report_type)
-    assert run.parts_done == run.parts_total > 0
+    assert run.succeeded == run.total > 0
     assert run.started_at and run.finished_at and run.finished_at >= run.started_at
 
 
-def test_sales_summary_numbers_csv_pdf_and_email(workers, shop, staff, mailbox):
+def test_sales_summary_numbers_csv_pdf_and_email(workers, shop, staff, smtp):
     run = request("sales_summary", {**RANGE, "top_n": "2"}, staff)
     assert_succeeded_on_own_queue(run)
-    assert run.parts_total == 2  # 10 days in 7-day windows: gathered in parallel
+    assert run.total == 2  # 10 days in 7-day windows: gathered in parallel
 
     days, top = csv_sections(read_file(run, "csv"))
     assert days[0] == ["date", "orders", "units", "revenue"]
@@ -57,15 +60,21 @@ def test_sales_summary_numbers_csv_pdf_and_email(workers, shop, staff, mailbox):
     assert pdf_has_text(pdf, "Revenue: 132.50")
     assert pdf_has_text(pdf, "Page 2")
 
-    # The email goes out just after the run is marked succeeded.
-    mails = wait_for(
-        lambda: [m for m in read_mail() if f"Sales summary #{run.pk}" in m], what="the email"
+    # The email goes out through the notifications queue once the run is marked succeeded.
+    [mail] = wait_for(
+        lambda: [m for m in smtp.messages() if f"Sales summary #{run.pk}" in m.subject],
+        what="the email at the SMTP sink",
     )
-    assert len(mails) == 1
-    assert "To: alice@example.com" in mails[0]
-    assert f"http://127.0.0.1:8000/reports/runs/{run.pk}/download/csv" in mails[0]
-    run.refresh_from_db()
-    assert run.notified_at is not None
+    assert mail.recipients == ["alice@example.com"]
+    assert f"http://127.0.0.1:8000/reports/runs/{run.pk}/download/csv" in mail.body
+    notification = wait_for(
+        lambda: Notification.objects.filter(
+            idempotency_key=f"report-ready-{run.pk}", status="sent"
+        ).first(),
+        what="the notification marked sent",
+    )
+    assert notification.kind == "transactional"
+    assert notification.provider_message_id == mail.message_id
 
 
 def test_inventory_numbers_csv_pdf(workers, shop, staff):
@@ -111,14 +120,16 @@ def test_price_changes_numbers_csv_pdf(workers, shop, staff):
 
 
 def test_a_failing_part_fails_the_run_with_a_reason_and_it_can_be_rerun(workers, shop, staff):
-    run = request("sales_summary", RANGE, staff)
-    # Break the stored plan so the worker's gather step fails for real (an index error).
-    ReportRun.objects.filter(pk=run.pk).update(parts=[])
+    # Break the stored plan so the worker's gather step fails for real (a missing key),
+    # before the outbox publishes the run (on commit): no race with a fast worker.
+    with transaction.atomic():
+        run = request("sales_summary", RANGE, staff)
+        ReportPart.objects.filter(run=run, index=0).update(spec={})
     run = wait_finished(run)
     assert run.status == ReportRun.Status.FAILED
-    assert "Part 1 of 2" in run.error and "IndexError" in run.error
+    assert "Part 1 of 2" in run.error and "KeyError" in run.error
     assert not run.csv_file and not run.pdf_file
 
-    again = workflows.report_run_rerun(run=run, requested_by=staff)
+    again, _ = workflows.report_run_rerun(run=run, requested_by=staff)
     assert_succeeded_on_own_queue(again)
     assert again.rerun_of_id == run.pk and again.trigger == ReportRun.Trigger.RERUN

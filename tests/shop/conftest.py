@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from django.urls import reverse
 
-from shop.demo import demo_sku
+from core.waiting import wait_for
+from devtools.demo import demo_sku
 from shop.models import Product, RefreshRun
+from tests.support.admin import csrf_client, csrf_token, post_action
 from tests.support.factories import make_staff
-from tests.support.waiting import wait_for
+from tests.support.smtp import smtp  # noqa: F401  (the SMTP sink fixture; a refresh with errors mails)
+
+__all__ = ["CHANGELIST", "csrf_client", "csrf_token", "make_products", "run_action"]
 
 
 def make_products(count: int, start: int = 1, **fields) -> list[Product]:
@@ -24,25 +28,18 @@ def make_products(count: int, start: int = 1, **fields) -> list[Product]:
     return list(Product.objects.filter(sku__in=[demo_sku(i) for i in range(start, start + count)]))
 
 
-def csrf_client(user: User) -> Client:
-    """A browser-like client: CSRF enforced, logged in."""
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    return client
+CHANGELIST = reverse("admin:shop_product_changelist")
 
 
-def csrf_token(client: Client, url: str) -> str:
-    page = client.get(url)
-    assert page.status_code == 200
-    match = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page.content)
-    assert match, "no CSRF token on the page"
-    return match.group(1).decode()
+def run_action(client: Client, products: list[Product]):
+    """Select `products` in the changelist and run the refresh action, as a browser would."""
+    return post_action(client, CHANGELIST, "refresh_from_supplier", products)
 
 
 def wait_finished(run: RefreshRun, timeout: float = 60) -> RefreshRun:
     def finished() -> RefreshRun | None:
         run.refresh_from_db()
-        return run if run.is_finished and run.callback_status != "sending" else None
+        return run if run.is_settled else None
 
     return wait_for(finished, timeout=timeout, what=f"refresh run {run.pk} to finish")
 

@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
 from django.urls import reverse
 
-from core.httpstub import Response
-from shop.demo import supplier_record
+from devtools.demo import supplier_record
+from devtools.httpstub import Response
 from shop.models import PriceChange, Product, RefreshRun
-from tests.shop.conftest import csrf_client, csrf_token, make_products, wait_finished
+from tests.shop.conftest import (
+    CHANGELIST,
+    csrf_client,
+    make_products,
+    run_action,
+    wait_finished,
+)
+from tests.support.admin import post_action
 from tests.support.factories import make_staff
 
 pytestmark = pytest.mark.workers
-CHANGELIST = reverse("admin:shop_product_changelist")
-
-
-def run_action(client, products: list[Product]):
-    token = csrf_token(client, CHANGELIST)
-    return client.post(
-        CHANGELIST,
-        {
-            "action": "refresh_from_supplier",
-            "_selected_action": [p.pk for p in products],
-            "csrfmiddlewaretoken": token,
-        },
-        follow=True,
-    )
 
 
 def test_admin_action_refreshes_products_and_calls_back_once(workers, supplier, refresher):
@@ -54,12 +48,16 @@ def test_admin_action_refreshes_products_and_calls_back_once(workers, supplier, 
     [callback] = supplier.callbacks()
     assert callback.json()["run"] == run.pk
     assert callback.json()["status"] == "succeeded"
-    assert callback.json()["products"] == 3
+    assert callback.json()["succeeded"] == 3 and callback.json()["failed_skus"] == []
     assert callback.headers["idempotency-key"] == f"refresh-run-{run.pk}"
-    assert run.callback_status == "delivered (HTTP 200)"
+    assert run.callback_state == "delivered" and run.callback_detail == "delivered (HTTP 200)"
 
     detail = client.get(run.get_absolute_url()).text
-    assert "3 / 3 done, 0 failed" in detail and "delivered (HTTP 200)" in detail
+    assert "3 / 3 done" in detail and "Delivered: delivered (HTTP 200)" in detail
+    assert "Succeeded: 3 products" in detail
+    assert re.search(r"Finished at:.*?\d{2}:\d{2}:\d{2}", detail, re.S)  # times with seconds
+    assert re.search(r"Took:.*?\d+\.\d s", detail, re.S)  # durations read "0.4 s"
+    assert "Failed products" not in detail and "Interventions" not in detail  # no empty tables
 
 
 def test_staff_without_permission_see_no_action_and_a_forged_post_starts_nothing(workers, supplier):
@@ -71,6 +69,9 @@ def test_staff_without_permission_see_no_action_and_a_forged_post_starts_nothing
     page = run_action(client, products)
 
     assert page.status_code == 200
+    assert "You do not have permission to “Refresh details from supplier”: nothing was " in (
+        page.text
+    )
     assert RefreshRun.objects.count() == 0
     assert supplier.product_requests() == []
 
@@ -85,7 +86,7 @@ def test_a_forged_post_without_csrf_token_is_refused(workers, supplier, refreshe
     assert RefreshRun.objects.count() == 0
 
 
-def test_unknown_products_fail_the_run_show_errors_and_send_no_callback(
+def test_an_unknown_product_completes_the_run_with_errors_and_tells_the_receiver(
     workers, supplier, refresher
 ):
     products = make_products(3)
@@ -95,17 +96,22 @@ def test_unknown_products_fail_the_run_show_errors_and_send_no_callback(
     run_action(client, products)
     run = wait_finished(RefreshRun.objects.get())
 
-    assert run.status == RefreshRun.Status.FAILED
+    assert run.status == RefreshRun.Status.COMPLETED_WITH_ERRORS
     assert (run.succeeded, run.failed) == (2, 1)
-    assert supplier.callbacks() == []
-    assert run.callback_status == "not sent: some products failed"
+    [callback] = supplier.callbacks()
+    assert callback.json() | {"started_at": None, "finished_at": None} == {
+        "run": run.pk, "status": "completed_with_errors", "total": 3, "succeeded": 2,
+        "failed": 1, "cancelled": 0, "failed_skus": [products[1].sku], "failed_skus_total": 1,
+        "started_at": None, "finished_at": None,
+    }  # fmt: skip
+    assert run.callback_state == "delivered"
     failed = Product.objects.get(pk=products[1].pk)
-    assert failed.last_error == f"the supplier does not know SKU {failed.sku}"
+    assert failed.last_error == "not found at the supplier (HTTP 404)"
     assert failed.last_refreshed_at is None
     assert len(supplier.product_requests(failed.sku)) == 1  # permanent: not retried
     detail = client.get(run.get_absolute_url()).text
-    assert f"the supplier does not know SKU {failed.sku}" in detail
-    assert "2 / 3 done, 1 failed" not in detail and "3 / 3 done, 1 failed" in detail
+    assert f"{failed.sku}: not found at the supplier (HTTP 404)" in detail
+    assert "3 / 3 done, 1 failed" in detail and "Completed with 1 error" in detail
 
 
 def test_a_server_error_then_success_is_retried_and_succeeds(workers, supplier, refresher):
@@ -142,6 +148,7 @@ def test_a_supplier_that_keeps_timing_out_fails_after_bounded_retries(workers, s
 
     assert run.status == RefreshRun.Status.FAILED
     assert len(supplier.product_requests(product.sku)) == 3  # first try + 2 retries
+    assert supplier.callbacks()[0].json()["status"] == "failed"
     error = Product.objects.get().last_error
     assert error.startswith("supplier timed out") and "gave up after 3 attempts" in error
 
@@ -194,19 +201,14 @@ def test_retry_failed_products_starts_a_new_run_for_them_only(workers, supplier,
     client = csrf_client(refresher)
     run_action(client, products)
     first = wait_finished(RefreshRun.objects.get())
-    assert first.status == RefreshRun.Status.FAILED
+    assert first.status == RefreshRun.Status.COMPLETED_WITH_ERRORS
 
     changelist = reverse("admin:shop_refreshrun_changelist")
-    page = client.post(
-        changelist,
-        {"action": "retry_failed", "_selected_action": [first.pk],
-         "csrfmiddlewaretoken": csrf_token(client, changelist)},
-        follow=True,
-    )  # fmt: skip
+    page = post_action(client, changelist, "retry_failed", [first])
 
     retry = RefreshRun.objects.exclude(pk=first.pk).get()
-    assert f"for 1 failed products of run #{first.pk}" in page.text
-    assert retry.retry_of == first and retry.total == 1
+    assert f"for 1 failed product of run #{first.pk}" in page.text
+    assert retry.rerun_of == first and retry.total == 1
     retry = wait_finished(retry)
     assert retry.status == RefreshRun.Status.SUCCEEDED
     assert len(supplier.product_requests(products[0].sku)) == 2

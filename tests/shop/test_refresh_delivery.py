@@ -10,13 +10,13 @@ import pytest
 import redis
 from django.conf import settings
 
-from core.httpstub import Response
+from core.waiting import wait_for
+from devtools.httpstub import Response
 from proj.topology import CALLBACKS_QUEUE, REFRESH_QUEUE
 from shop.models import Product, RefreshItem, RefreshRun
-from shop.workflows import refresh_start
+from shop.workflows import refresh_run_request
 from tests.shop.conftest import make_products, wait_finished
 from tests.support.settings_env import manage
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.workers
 
@@ -24,7 +24,10 @@ pytestmark = pytest.mark.workers
 @pytest.fixture
 def held_queues(app, workers) -> Iterator[redis.Redis]:
     """Refresh and callback nodes stop consuming, so messages wait on the broker."""
-    nodes = {REFRESH_QUEUE: ["refresh@pytest"], CALLBACKS_QUEUE: ["callbacks@pytest"]}
+    nodes = {
+        REFRESH_QUEUE: workers.nodes("refresh"),
+        CALLBACKS_QUEUE: workers.nodes("callbacks"),
+    }
     for queue, destination in nodes.items():
         app.control.cancel_consumer(queue, destination=destination, reply=True)
     # A BRPOP already waiting still names the cancelled queue until its 1 s timeout ends
@@ -35,30 +38,30 @@ def held_queues(app, workers) -> Iterator[redis.Redis]:
         app.control.add_consumer(queue, destination=destination, reply=True)
 
 
-def deliver_twice(app, broker: redis.Redis, queue: str, node: str) -> str:
+def deliver_twice(app, broker: redis.Redis, queue: str, nodes: list[str]) -> str:
     """Put a second copy of the next message of `queue` right behind it, then consume."""
     raw = broker.lindex(queue, -1)  # kombu LPUSHes and BRPOPs: -1 is the next one out
     broker.rpush(queue, raw)
-    app.control.add_consumer(queue, destination=[node], reply=True)
+    app.control.add_consumer(queue, destination=nodes, reply=True)
     return json.loads(raw)["headers"]["id"]
 
 
-def received(workers, node: str, task_id: str) -> int:
-    return (workers.log_dir / f"{node}.log").read_text().count(f"[{task_id}] received")
+def received(workers, pool: str, task_id: str) -> int:
+    return workers.log_text(pool).count(f"[{task_id}] received")
 
 
 def test_duplicate_chunk_and_callback_deliveries_send_one_callback(
     app, workers, supplier, held_queues
 ):
     products = make_products(6)
-    run = refresh_start(
+    run, _ = refresh_run_request(
         product_ids=[p.pk for p in products], trigger=RefreshRun.Trigger.COMMAND, chunk_size=2
     )
     wait_for(lambda: held_queues.llen(REFRESH_QUEUE) == 3, what="3 chunks on the broker")
 
-    chunk_id = deliver_twice(app, held_queues, REFRESH_QUEUE, "refresh@pytest")
+    chunk_id = deliver_twice(app, held_queues, REFRESH_QUEUE, workers.nodes("refresh"))
     wait_for(lambda: held_queues.llen(CALLBACKS_QUEUE) == 1, what="the callback message")
-    callback_id = deliver_twice(app, held_queues, CALLBACKS_QUEUE, "callbacks@pytest")
+    callback_id = deliver_twice(app, held_queues, CALLBACKS_QUEUE, workers.nodes("callbacks"))
     run = wait_finished(run)
 
     wait_for(lambda: received(workers, "refresh", chunk_id) == 2, what="chunk delivered twice")
@@ -67,12 +70,14 @@ def test_duplicate_chunk_and_callback_deliveries_send_one_callback(
     assert (run.total, run.succeeded, run.failed) == (6, 6, 0)
     assert {r.path for r in supplier.product_requests()} == {f"/products/{p.sku}" for p in products}
     [callback] = supplier.callbacks()
-    assert callback.json()["products"] == 6
+    assert callback.json()["succeeded"] == 6
 
 
 def test_a_2000_product_run_completes(workers, supplier):
     products = make_products(2000)
-    run = refresh_start(product_ids=[p.pk for p in products], trigger=RefreshRun.Trigger.COMMAND)
+    run, _ = refresh_run_request(
+        product_ids=[p.pk for p in products], trigger=RefreshRun.Trigger.COMMAND
+    )
 
     run = wait_finished(run, timeout=240)
 
@@ -81,9 +86,10 @@ def test_a_2000_product_run_completes(workers, supplier):
     assert RefreshItem.objects.filter(run=run, status="succeeded").count() == 2000
     assert not Product.objects.filter(last_refreshed_at__isnull=True).exists()
     [callback] = supplier.callbacks()
-    assert callback.json() | {"finished_at": None} == {
-        "run": run.pk, "status": "succeeded", "products": 2000, "total": 2000,
-        "finished_at": None,
+    assert callback.json() | {"started_at": None, "finished_at": None} == {
+        "run": run.pk, "status": "succeeded", "total": 2000, "succeeded": 2000, "failed": 0,
+        "cancelled": 0, "failed_skus": [], "failed_skus_total": 0,
+        "started_at": None, "finished_at": None,
     }  # fmt: skip
 
 
@@ -95,8 +101,11 @@ def test_cron_command_waits_and_exits_zero_on_success(workers, supplier):
     assert result.returncode == 0, result.stderr
     run = RefreshRun.objects.get()
     assert f"Started refresh run {run.pk} for 3 products." in result.stdout
-    assert "[##############################] 3/3 (0 failed)" in result.stdout
-    assert f"Run {run.pk} succeeded: 3 refreshed, 0 failed." in result.stdout
+    # Not a terminal (cron): plain lines, no carriage returns, a one-line summary last.
+    assert "\r" not in result.stdout and "Progress: " in result.stdout
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"Run {run.pk} succeeded: 3 refreshed, 0 failed, in ")
+    assert last.endswith("Callback: delivered, delivered (HTTP 200).")
     assert run.trigger == "command"
     assert {p.sku for p in products} == {
         r.path.rsplit("/", 1)[1] for r in supplier.product_requests()
@@ -111,8 +120,8 @@ def test_cron_command_exits_non_zero_when_products_fail(workers, supplier):
                     env=workers.env)  # fmt: skip
 
     assert result.returncode == 1
-    assert f"{products[0].sku}: the supplier does not know SKU {products[0].sku}" in result.stderr
-    assert RefreshRun.objects.get().status == RefreshRun.Status.FAILED
+    assert f"{products[0].sku}: not found at the supplier (HTTP 404)" in result.stderr
+    assert RefreshRun.objects.get().status == RefreshRun.Status.COMPLETED_WITH_ERRORS
 
 
 def test_cron_command_refreshes_only_stale_products(workers, supplier):
@@ -128,12 +137,24 @@ def test_cron_command_refreshes_only_stale_products(workers, supplier):
     assert [r.path for r in supplier.product_requests()] == ["/products/DEMO-00002"]
 
 
+def test_stale_after_zero_means_every_product(workers, supplier):
+    from django.utils import timezone
+
+    make_products(2)
+    Product.objects.update(last_refreshed_at=timezone.now())
+
+    result = manage("refresh_products", "--stale-after", "0", env=workers.env)
+
+    assert result.returncode == 0, result.stderr
+    assert RefreshRun.objects.get().total == 2
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
         (["--sku", "NOPE-1"], "Unknown SKU(s): NOPE-1. Nothing started."),
-        (["--stale-after", "0"], "argument --stale-after: invalid positive value: '0'"),
-        (["--stale-after", "soon"], "argument --stale-after: invalid positive value: 'soon'"),
+        (["--stale-after", "-1"], "argument --stale-after: invalid non_negative value: '-1'"),
+        (["--stale-after", "soon"], "argument --stale-after: invalid non_negative value: 'soon'"),
         (["--sku", "X", "--stale-after", "3"], "not allowed with argument"),
     ],
 )

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.support.workers import BASE_DIR
+from core.fleet import BASE_DIR
 
 
 def manage(

@@ -1,4 +1,4 @@
-"""Run Flower with the project's Celery app, refusing to run without basic auth."""
+"""Run Flower with the project's Celery app: basic auth required, read-only by default."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from core.management.commands.workers import celery_executable
+from core.flower_app import ALLOW_CONTROL_ENV, serve
 
 
 class Command(BaseCommand):
     help = (
         "Run Flower (the Celery monitor) behind basic auth from FLOWER_BASIC_AUTH "
-        "(user:password[,user2:password2]). --insecure-local-dev runs without auth, and "
-        "only when DEBUG is on."
+        "(user:password[,user2:password2]) on every page, /metrics included. Read-only "
+        f"unless {ALLOW_CONTROL_ENV}=1 (revoke, pool, consumer, shutdown and limit "
+        "controls). --insecure-local-dev runs without auth, and only when DEBUG is on."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -29,7 +30,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         auth = settings.FLOWER_BASIC_AUTH
-        env = dict(os.environ)
         if auth:
             pairs = [p for p in auth.split(",") if p]
             if not pairs or any(
@@ -45,11 +45,12 @@ class Command(BaseCommand):
             )
         elif not settings.DEBUG:
             raise CommandError("--insecure-local-dev is refused when DEBUG is off.")
-        # Flower reads FLOWER_BASIC_AUTH from the environment itself, which keeps the
-        # password out of the process list.
-        env.pop("FLOWER_PORT", None)
-        argv = [
-            celery_executable(), "-A", "proj", "flower",
-            f"--port={options['port']}", f"--address={options['address']}",
-        ]  # fmt: skip
-        os.execvpe(argv[0], argv, env)
+        allow_control = os.environ.get(ALLOW_CONTROL_ENV, "").strip().lower() in {
+            "1", "true", "yes", "on",
+        }  # fmt: skip
+
+        from proj.celery import app
+
+        # Flower runs in this process and reads FLOWER_BASIC_AUTH from the environment
+        # itself, so the password never appears in the process list.
+        serve(app, port=options["port"], address=options["address"], allow_control=allow_control)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import time
+import sys
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core import cli
+from core.outbox import Published
+from core.text import seconds
 from reports import registry, workflows
 from reports.models import ReportRun
 
@@ -27,7 +30,9 @@ def cli_options() -> dict[str, dict[str, str]]:
 class Command(BaseCommand):
     help = (
         "Queue a report on its type's own queue. --list shows the types, their queues and "
-        "options; --wait waits for the result and exits non-zero if it failed."
+        "options; --wait waits for the result. Exit codes: 0 done, 1 failed, 3 cancelled, "
+        "4 the task broker is down (the run is saved; the reconciler starts it), 5 --timeout "
+        "ran out."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -71,40 +76,56 @@ class Command(BaseCommand):
         try:
             params = kind.clean_params(data)
         except registry.InvalidParams as exc:
-            raise CommandError(f"Invalid parameters for {identifier}: {exc}") from None
+            # The options the person typed (--threshold), not our field names.
+            option_of = {f[identifier]: o for o, f in cli_options().items() if identifier in f}
+            problems = [
+                f"{'' if field == '__all__' else '--' + option_of.get(field, field) + ': '}{e}"
+                for field, errors in exc.form.errors.items()
+                for e in errors
+            ]
+            raise CommandError(
+                f"Invalid options for {identifier}: {'; '.join(problems)} Nothing queued."
+            ) from None
 
         user = None
         if options["user"]:
             user = get_user_model().objects.filter(username=options["user"]).first()
             if user is None:
                 raise CommandError(f"No user named {options['user']!r}.")
-        run = workflows.report_run_request(
+        run, outbox = workflows.report_run_request(
             report_type=identifier, params=params, requested_by=user, trigger="command"
         )
-        self.stdout.write(f"Queued {kind.label} report #{run.pk} on {kind.queue} ({params}).")
+        if getattr(outbox, "outcome", None) == Published.FAILED:
+            self.stderr.write(cli.NOT_PUBLISHED.format(pk=run.pk))
+            sys.exit(cli.EXIT_NOT_PUBLISHED)
+        what = kind.describe(kind.parse_params(params))
+        self.stdout.write(f"Queued {kind.label} report #{run.pk} ({what}) on {kind.queue}.")
         if options["wait"]:
             self.wait(run, options["timeout"])
 
     def wait(self, run: ReportRun, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            run.refresh_from_db()
-            if run.is_finished:
-                break
-            if time.monotonic() > deadline:
-                raise CommandError(
-                    f"Report #{run.pk} still {run.status} after {timeout:.0f}s "
-                    f"({run.parts_done}/{run.parts_total} parts); it keeps running."
+        if not cli.wait_settled(run, out=self.stdout, timeout=timeout):
+            self.stderr.write(
+                f"Report #{run.pk} still {run.get_status_display().lower()} after "
+                f"{timeout:.0f} s ({run.succeeded}/{run.total} parts); it keeps running."
+            )
+            sys.exit(cli.EXIT_TIMEOUT)
+        if run.status == ReportRun.Status.SUCCEEDED:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Report #{run.pk} succeeded in {seconds(run.duration)} on {run.queue}."
                 )
-            time.sleep(0.5)
-        if run.status == ReportRun.Status.FAILED:
-            raise CommandError(f"Report #{run.pk} failed: {run.error}")
-        self.stdout.write(
-            self.style.SUCCESS(f"Report #{run.pk} succeeded in {run.duration} on {run.queue}.")
-        )
-        for ext in ReportRun.FILE_KINDS:
-            if run.file_name(ext):
-                self.stdout.write(f"  {ext.upper()}: {settings.SITE_URL}{run.download_path(ext)}")
+            )
+            for ext in ReportRun.FILE_KINDS:
+                if run.file_name(ext):
+                    self.stdout.write(
+                        f"  {ext.upper()}: {settings.SITE_URL}{run.download_path(ext)}"
+                    )
+        else:
+            self.stderr.write(
+                f"Report #{run.pk} {run.get_status_display().lower()}: {run.error or '-'}"
+            )
+        sys.exit(cli.run_exit_code(run))
 
     def list_types(self) -> None:
         names = cli_options()

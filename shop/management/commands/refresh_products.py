@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from shop.models import Product, RefreshRun
+from core import cli
+from core.outbox import Published
+from core.text import plural, seconds
+from shop.models import Product, RefreshItem, RefreshRun
 from shop.services import products_stale
-from shop.workflows import refresh_start
+from shop.workflows import refresh_run_request
 
-EXIT_PRODUCTS_FAILED = 1
-EXIT_CALLBACK_FAILED = 2
+
+def non_negative(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError(value)
+    return number
 
 
 def positive(value: str) -> float:
@@ -23,17 +29,28 @@ def positive(value: str) -> float:
     return number
 
 
+def exit_code(run: RefreshRun) -> int:
+    if run.status == RefreshRun.Status.CANCELLED:
+        return cli.EXIT_CANCELLED
+    if run.callback_state == RefreshRun.Callback.FAILED:
+        return cli.EXIT_CALLBACK_FAILED
+    return cli.run_exit_code(run)
+
+
 class Command(BaseCommand):
     help = (
         "Refresh product details from the supplier: all products, only those not refreshed "
-        "for --stale-after HOURS, or --sku SKU [SKU ...]. Prints the run id. With --wait, "
-        f"shows progress and exits {EXIT_PRODUCTS_FAILED} if products failed, "
-        f"{EXIT_CALLBACK_FAILED} if the status callback failed."
+        "for --stale-after HOURS (0: all), or --sku SKU [SKU ...]. Prints the run id. With "
+        "--wait, waits until the run has settled (status callback included) and exits "
+        f"{cli.EXIT_ITEMS_FAILED} if products failed, {cli.EXIT_CALLBACK_FAILED} if the "
+        f"status callback failed, {cli.EXIT_CANCELLED} if the run was cancelled. Exits "
+        f"{cli.EXIT_NOT_PUBLISHED} when the task broker is down (the run is saved and the "
+        f"reconciler starts it later), {cli.EXIT_TIMEOUT} when --timeout runs out."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         which = parser.add_mutually_exclusive_group()
-        which.add_argument("--stale-after", type=positive, metavar="HOURS")
+        which.add_argument("--stale-after", type=non_negative, metavar="HOURS")
         which.add_argument("--sku", nargs="+", metavar="SKU")
         parser.add_argument("--wait", action="store_true", help="Wait and show progress.")
         parser.add_argument("--timeout", type=positive, default=None, metavar="SECONDS",
@@ -48,7 +65,7 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"Unknown SKU(s): {', '.join(sorted(unknown))}. Nothing started."
                 )
-        elif options["stale_after"]:
+        elif options["stale_after"] is not None:
             products = products_stale(hours=options["stale_after"])
         else:
             products = Product.objects.all()
@@ -56,39 +73,26 @@ class Command(BaseCommand):
         if not ids:
             self.stdout.write("No products to refresh; nothing started.")
             return
-        run = refresh_start(product_ids=ids, trigger=RefreshRun.Trigger.COMMAND)
-        self.stdout.write(f"Started refresh run {run.pk} for {len(ids)} products.")
+        run, outbox = refresh_run_request(product_ids=ids, trigger=RefreshRun.Trigger.COMMAND)
+        if getattr(outbox, "outcome", None) == Published.FAILED:
+            self.stderr.write(cli.NOT_PUBLISHED.format(pk=run.pk))
+            sys.exit(cli.EXIT_NOT_PUBLISHED)
+        self.stdout.write(f"Started refresh run {run.pk} for {plural(len(ids), 'product')}.")
         if options["wait"]:
             self.wait(run, options["timeout"])
 
     def wait(self, run: RefreshRun, timeout: float | None) -> None:
-        deadline = time.monotonic() + timeout if timeout else None
-        while True:
-            run.refresh_from_db()
-            self.progress(run)
-            if run.is_finished:
-                break
-            if deadline and time.monotonic() > deadline:
-                self.stdout.write("")
-                raise CommandError(f"Run {run.pk} still {run.status} after {timeout:.0f} s.")
-            time.sleep(0.5)
-        self.stdout.write("")
-        self.stdout.write(
-            f"Run {run.pk} {run.status}: {run.succeeded} refreshed, {run.failed} failed. "
-            f"Callback: {run.callback_status or '-'}"
-        )
-        if run.status == RefreshRun.Status.FAILED:
-            for item in run.items.filter(status="failed").select_related("product")[:20]:
+        cli.wait_or_exit(run, out=self.stdout, err=self.stderr, timeout=timeout)
+        if run.failed:
+            failed = run.items.filter(status=RefreshItem.Status.FAILED).select_related("product")
+            for item in failed.order_by("product__sku")[:20]:
                 self.stderr.write(f"  {item.product.sku}: {item.error}")
-            sys.exit(EXIT_PRODUCTS_FAILED)
-        if run.status == RefreshRun.Status.CALLBACK_FAILED:
-            sys.exit(EXIT_CALLBACK_FAILED)
-
-    def progress(self, run: RefreshRun) -> None:
-        width = 30
-        filled = int(width * run.done / max(run.total, 1))
-        bar = "#" * filled + "-" * (width - filled)
+            if run.failed > 20:
+                self.stderr.write(f"  ... and {run.failed - 20:,} more (see the run's admin page)")
+        callback = run.get_callback_state_display().lower()
         self.stdout.write(
-            f"\r[{bar}] {run.done}/{run.total} ({run.failed} failed) {run.status}", ending=""
+            f"Run {run.pk} {run.get_status_display().lower()}: {run.succeeded:,} refreshed, "
+            f"{run.failed:,} failed, in {seconds(run.duration)}. "
+            f"Callback: {callback}, {run.callback_detail or '-'}."
         )
-        self.stdout.flush()
+        sys.exit(exit_code(run))

@@ -1,0 +1,323 @@
+"""Benchmark: does a small import wait behind a big one? Four designs side by side.
+
+    .venv/bin/python bench/fairness.py [--a 1500] [--b 50] [--users 100] [--max-chunks 300]
+
+Everything is its own: a redis-server on a free port (devtools.redis_server.PrivateRedis),
+a SQLite file in var/bench/fairness/, the `imports` pool's nodes as the Procfile runs them.
+Chunks are real import chunks (IMPORTS_CHUNK_SIZE rows creating products).
+
+A/B: user A submits an import of --a chunk tasks; one second later user B submits --b.
+B's and A's completion time (submit -> last row applied) in four designs:
+  B alone         per-user queues, B only;
+  FIFO            every chunk on one shared queue (FAIR_MAX_QUEUES=0, 1 overflow queue);
+  per-user        per-user queues as shipped;
+  hashed K=4      users hashed onto 4 shared queues (FAIR_MAX_QUEUES=0, 4 overflow queues).
+Many users: --users users submit 1..--max-chunks chunk tasks each within one second, on
+per-user queues, and one imports node is killed and restarted half-way. Reported: Jain's
+fairness index of the users' throughput over 5 s windows (users with work left through
+the whole window), the completion times of the smallest jobs, runs or rows lost, and the
+queues left behind after the reconciler's sweep. CPU: every worker, redis and this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+BENCH_DIR = BASE_DIR / "var" / "bench" / "fairness"
+sys.path.insert(0, str(BASE_DIR))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def configure(redis_url: str) -> dict[str, str]:
+    db = BENCH_DIR / "fairness.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="proj.settings", DJANGO_DEBUG="1", SHOP_VAR_DIR=str(BENCH_DIR),
+        DATABASE_URL=f"sqlite:///{db}", CELERY_BROKER_URL=redis_url, DJANGO_LOG_LEVEL="WARNING",
+        SHOP_ENV_FILE=os.devnull, RUN_STALL_AFTER="15", FAIR_CONTROL_TIMEOUT="0.5",
+    )  # fmt: skip
+    return dict(os.environ)
+
+
+class Bench:
+    def __init__(self, fleet: Any, redis: Any) -> None:
+        from django.conf import settings
+
+        self.fleet, self.redis, self.settings = fleet, redis, settings
+        self.chunk = settings.IMPORTS_CHUNK_SIZE
+        self.users: dict[str, Any] = {}
+        self.serial = 0
+
+    def user(self, name: str) -> Any:
+        from django.contrib.auth.models import Permission, User
+
+        if name not in self.users:
+            user = User.objects.create_user(name, is_staff=True)
+            user.user_permissions.add(Permission.objects.get(codename="add_importrun"))
+            self.users[name] = user
+        return self.users[name]
+
+    def submit(self, name: str, chunks: int) -> Any:
+        from imports import services, workflows
+
+        self.serial += 1
+        prefix = f"{name}-{self.serial}"
+        rows = [
+            {"line": i + 2, "sku": f"{prefix}-{i:06d}", "name": f"{prefix} {i}",
+             "price": "9.99", "stock": i % 50}
+            for i in range(chunks * self.chunk)
+        ]  # fmt: skip
+        run, _ = workflows.import_run_request(
+            validation=services.Validation(rows=rows), file_name=f"{prefix}.csv",
+            trigger="command", requested_by=self.user(name),
+        )  # fmt: skip
+        return run
+
+    def design(self, max_queues: int, overflow: int) -> None:
+        self.settings.FAIR_MAX_QUEUES = max_queues
+        self.settings.FAIR_OVERFLOW_QUEUES = overflow
+
+    def wait(self, runs: list[Any], timeout: float = 1800) -> None:
+        from imports.models import ImportRun
+
+        ids = [r.pk for r in runs]
+        deadline = time.monotonic() + timeout
+        while ImportRun.objects.filter(pk__in=ids, finished_at__isnull=True).exists():
+            if time.monotonic() > deadline:
+                raise SystemExit("Timed out waiting for the imports to finish")
+            time.sleep(0.2)
+
+    def completion(self, run: Any) -> float:
+        from django.db.models import Max
+
+        run.refresh_from_db()
+        last = run.items.aggregate(at=Max("finished_at"))["at"]
+        return (last - run.created_at).total_seconds()
+
+    def cpu(self) -> float:
+        pids = [p.pid for p in self.fleet.procs.values()] + [self.redis.proc.pid]
+        return sum(cpu_seconds(pid) for pid in pids) + time.process_time()
+
+    def reset(self) -> None:
+        """No queue from the last scenario: registry emptied, nodes told, broker flushed."""
+        from imports import fair
+        from imports.models import ImportQueue
+
+        ImportQueue.objects.all().delete()
+        fair.queues_sync()
+        self.redis.client().flushdb()
+
+    def ab(self, label: str, a: int, b: int, alone: bool = False) -> dict[str, Any]:
+        self.reset()
+        cpu, start = self.cpu(), time.monotonic()
+        runs = []
+        if not alone:
+            runs.append(self.submit("A", a))
+            time.sleep(max(0.0, 1 - (time.monotonic() - start)))
+        runs.append(self.submit("B", b))
+        self.wait(runs)
+        wall, cpu = time.monotonic() - start, self.cpu() - cpu
+        chunks = sum(r.total for r in runs)
+        return {
+            "label": label, "queues": " / ".join(r.queue for r in runs),
+            "a": None if alone else self.completion(runs[0]), "b": self.completion(runs[-1]),
+            "wall": wall, "cpu": cpu, "chunks": chunks,
+        }  # fmt: skip
+
+    def many(self, users: int, max_chunks: int, seed: int = 11) -> dict[str, Any]:
+        from django.utils import timezone
+
+        from core import reconciler
+        from imports.models import ImportChunk, ImportQueue, ImportRun
+
+        self.reset()
+        sizes = random.Random(seed).choices(range(1, max_chunks + 1), k=users)
+        stop = threading.Event()
+
+        def reconcile_loop() -> None:  # the Procfile's reconciler, in a thread
+            while not stop.wait(3):
+                reconciler.reconcile()
+
+        loop = threading.Thread(target=reconcile_loop, daemon=True)
+        cpu, start = self.cpu(), time.monotonic()
+        runs = [self.submit(f"u{i:03d}", n) for i, n in enumerate(sizes)]
+        submitted = time.monotonic() - start
+        loop.start()
+        total = sum(sizes)
+        while ImportChunk.objects.filter(run__in=runs, status="pending").count() > total / 2:
+            time.sleep(0.5)
+        node = self.fleet.pool("imports").nodes[0]  # a node dies half-way and comes back
+        self.fleet.procs.pop(node).kill()
+        self.fleet.start((self.fleet.pool("imports"),))
+        self.wait(runs)
+        wall, cpu = time.monotonic() - start, self.cpu() - cpu
+        stop.set()
+        loop.join()
+
+        finished = {r.pk: [] for r in runs}
+        for run_id, at in ImportChunk.objects.filter(run__in=runs).values_list(
+            "run_id", "finished_at"
+        ):
+            finished[run_id].append(at)
+        t0 = max(r.created_at for r in runs)
+        ends = {pk: max(times) for pk, times in finished.items()}
+        jains, weights, window = [], [], 5.0
+        k = 0
+        while True:
+            lo = t0 + timezone.timedelta(seconds=k * window)
+            hi = lo + timezone.timedelta(seconds=window)
+            active = [pk for pk, end in ends.items() if end > hi]
+            if len(active) < 2:
+                break
+            x = [sum(1 for at in finished[pk] if lo < at <= hi) for pk in active]
+            if sum(x):
+                jains.append(sum(x) ** 2 / (len(x) * sum(v * v for v in x)))
+                weights.append(len(active))
+            k += 1
+        small = sorted(
+            (self.completion(r), r.total) for r in runs if r.total <= max(3, max_chunks // 100)
+        )
+        failed = (
+            ImportRun.objects.filter(pk__in=[r.pk for r in runs])
+            .exclude(status="succeeded")
+            .count()
+        )
+        expected_rows = total * self.chunk
+        applied = sum(
+            ImportRun.objects.filter(pk__in=[r.pk for r in runs]).values_list(
+                "rows_created", flat=True
+            )
+        )
+        later = timezone.now() + timezone.timedelta(
+            seconds=self.settings.FAIR_QUEUE_IDLE_SECONDS + 1
+        )
+        reconciler.reconcile(now=later)
+        client = self.redis.client()
+        left_keys = [k for k in client.keys("imports.*") if not k.startswith(b"imports.runs")]
+        left_bindings = [m for m in client.smembers("_kombu.binding.default")
+                         if b"imports.user." in m or b"imports.overflow." in m]  # fmt: skip
+        return {
+            "users": users, "chunks": total, "submitted_in": submitted, "wall": wall, "cpu": cpu,
+            "jain_mean": (
+                sum(j * w for j, w in zip(jains, weights, strict=True)) / sum(weights)
+                if jains else float("nan")
+            ),
+            "jain_min": min(jains, default=float("nan")), "windows": len(jains),
+            "small": small, "failed_runs": failed, "rows_lost": expected_rows - applied,
+            "registry_left": ImportQueue.objects.count(),
+            "queues_left": len(left_keys), "bindings_left": len(left_bindings),
+        }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", type=int, default=1500, help="A's chunk tasks")
+    parser.add_argument("--b", type=int, default=50, help="B's chunk tasks")
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--max-chunks", type=int, default=300)
+    parser.add_argument("--skip-many", action="store_true")
+    args = parser.parse_args()
+
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    from devtools.redis_server import PrivateRedis
+
+    redis = PrivateRedis(BENCH_DIR / "redis")
+    redis.start()
+    env = configure(redis.url)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from core.fleet import WorkerFleet
+    from proj.celery import app
+
+    call_command("migrate", verbosity=0)
+    fleet = WorkerFleet(app, env, BENCH_DIR / "log", hostname="bench-fair")
+    fleet.start((fleet.pool("imports"),))
+    load = os.getloadavg()
+    try:
+        bench = Bench(fleet, redis)
+        shipped = (bench.settings.FAIR_MAX_QUEUES, bench.settings.FAIR_OVERFLOW_QUEUES)
+        rows = []
+        bench.design(*shipped)
+        bench.ab("warm-up (not shown)", 20, 5)  # first tasks import modules, open pools
+        rows.append(bench.ab("B alone (per-user queues)", args.a, args.b, alone=True))
+        bench.design(0, 1)
+        rows.append(bench.ab("FIFO: one shared queue", args.a, args.b))
+        bench.design(*shipped)
+        rows.append(bench.ab("per-user queues (shipped)", args.a, args.b))
+        bench.design(0, 4)
+        rows.append(bench.ab("hashed shared queues, K=4", args.a, args.b))
+        bench.design(*shipped)
+        many = None if args.skip_many else bench.many(args.users, args.max_chunks)
+    finally:
+        fleet.stop()
+        redis.stop()
+
+    cores = os.cpu_count() or 1
+    pool = fleet.pool("imports")
+    print(f"\nFairness: A = {args.a} chunk tasks, B = {args.b} one second later; "
+          f"{bench.chunk} rows per chunk; pool imports: {len(pool.nodes)} gevent nodes x "
+          f"{pool.concurrency}; {cores} CPUs; load average before {load[0]:.2f} "
+          f"{load[1]:.2f} {load[2]:.2f}; broker: private redis; SQLite\n")  # fmt: skip
+    print("| design | queues (A / B) | B done (s) | A done (s) | wall (s) | CPU (s) "
+          "| CPU floor (s) | CPU per chunk (ms) |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        a = f"{r['a']:.2f}" if r["a"] is not None else "-"
+        print(
+            f"| {r['label']} | {r['queues']} | {r['b']:.2f} | {a} | {r['wall']:.1f} | "
+            f"{r['cpu']:.1f} | {r['cpu'] / cores:.1f} | {1000 * r['cpu'] / r['chunks']:.1f} |"
+        )
+    alone, fifo, fair_, hashed = rows
+    print(
+        f"\nB per-user / B alone: {fair_['b'] / alone['b']:.2f}x (target <= 1.5x); "
+        f"B FIFO / B alone: {fifo['b'] / alone['b']:.2f}x; "
+        f"B hashed / B alone: {hashed['b'] / alone['b']:.2f}x"
+    )
+    print(f"A per-user / A FIFO: {fair_['a'] / fifo['a']:.2f}x (target <= 1.1x); "
+          f"A hashed / A FIFO: {hashed['a'] / fifo['a']:.2f}x")  # fmt: skip
+    if many:
+        small = many["small"]
+        print(
+            f"\nMany users: {many['users']} users, {many['chunks']:,} chunk tasks, submitted "
+            f"in {many['submitted_in']:.2f} s; one imports node killed and restarted half-way"
+        )
+        print(
+            f"  wall {many['wall']:.1f} s, CPU {many['cpu']:.1f} s (floor "
+            f"{many['cpu'] / cores:.1f} s), {1000 * many['cpu'] / many['chunks']:.1f} ms CPU "
+            "per chunk"
+        )
+        print(
+            f"  Jain's fairness index over {many['windows']} windows of 5 s: mean "
+            f"{many['jain_mean']:.3f}, min {many['jain_min']:.3f} (target >= 0.95)"
+        )
+        print(
+            f"  smallest jobs ({len(small)}, <= {max(small)[1] if small else 0} chunks): "
+            f"median {statistics.median(t for t, _ in small):.2f} s, "
+            f"max {max(t for t, _ in small):.2f} s"
+        )
+        print(
+            f"  runs not succeeded: {many['failed_runs']}; rows lost: {many['rows_lost']}; "
+            f"after the sweep: {many['registry_left']} registry rows, "
+            f"{many['queues_left']} queues, {many['bindings_left']} bindings left"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""An imports node consumes every active user queue before it takes any work.
+
+Queues added at run time live in the worker's memory: a node that restarts would forget
+them (celery#1048, #987) and strand the users whose work waits there. This handler runs
+after `-Q` is applied and before the consumer starts, and adds every active queue of the
+registry to what the node consumes; Celery keeps them across broker reconnects (they are
+in `consume_from`). Nodes of other pools are left alone (celery#3399).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import celeryd_after_setup
+from django.db import DatabaseError, connections
+
+logger = logging.getLogger("imports.worker")
+
+
+@celeryd_after_setup.connect
+def consume_active_user_queues(sender: str, instance: Any, **kwargs: Any) -> None:
+    from imports.fair import family_pool
+    from imports.models import ImportQueue
+
+    queues = instance.app.amqp.queues
+    if not set(family_pool().queues) <= set(queues.consume_from):
+        return  # not a node of the imports pool
+    try:
+        names = list(
+            ImportQueue.objects.filter(state=ImportQueue.State.ACTIVE).values_list(
+                "name", flat=True
+            )
+        )
+    except DatabaseError as exc:
+        logger.warning(
+            "Could not read the active user queues (%s); the reconciler will add them.", exc
+        )
+        return
+    finally:
+        connections.close_all()  # nothing opened here may cross into pool processes
+    for name in names:
+        queues.select_add(queues[name])
+    logger.info(
+        "%s consumes %d active user queue(s) from the registry before taking work: %s",
+        sender, len(names), ", ".join(names) or "-",
+    )  # fmt: skip

@@ -1,0 +1,115 @@
+"""Outages of the services themselves: the broker down (a private Redis we stop and restart
+empty) and PostgreSQL dropping every worker connection mid-run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.db import connection
+
+from core.fleet import WorkerFleet
+from core.models import OutboxMessage, RunEvent
+from core.waiting import wait_for
+from devtools.supplier_stub import StubBehaviour
+from proj import topology
+from shop.models import RefreshRun
+from shop.workflows import refresh_run_request
+from tests.shop.conftest import csrf_client, make_products, run_action, wait_finished
+from tests.support.faults import PrivateRedis, Reconciler, publishing_to
+from tests.support.settings_env import manage
+
+pytestmark = pytest.mark.workers
+
+
+@pytest.fixture(scope="module")
+def private_broker(worker_fleet: WorkerFleet, tmp_path_factory) -> Iterator[PrivateRedis]:
+    """A Redis of our own, with the refresh and callback nodes on it, to stop at will."""
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    env = {**worker_fleet.env, "CELERY_BROKER_URL": server.url}
+    fleet = WorkerFleet(worker_fleet.app, env, worker_fleet.log_dir / "outage", "pytest-outage")
+    pools = tuple(p for p in topology.POOLS if p.name in ("refresh", "callbacks"))
+    with publishing_to(worker_fleet.app, server.url):
+        fleet.start(pools)
+    server.fleet = fleet  # type: ignore[attr-defined]
+    yield server
+    if server.proc is None:
+        server.start()  # let the nodes reconnect, so they stop cleanly
+    fleet.stop()
+    server.stop()
+
+
+def test_the_broker_down_saves_the_run_and_it_starts_when_the_broker_is_back(
+    app, workers, supplier, refresher, private_broker
+):
+    products = make_products(3)
+    env = private_broker.fleet.env  # type: ignore[attr-defined]
+    private_broker.stop()
+
+    with publishing_to(app, private_broker.url):
+        page = run_action(csrf_client(refresher), products[:2])
+    command = manage("refresh_products", "--sku", products[2].sku, "--wait", env=env)
+
+    assert page.status_code == 200
+    admin_run, command_run = RefreshRun.objects.order_by("pk")
+    assert (
+        f"refresh run #{admin_run.pk}</a> is saved and will start when the task broker is "
+        "reachable again" in page.text
+    )
+    assert command.returncode == 4, command.stdout + command.stderr
+    assert f"run #{command_run.pk} is saved and will start when it is" in command.stderr
+    assert "Traceback" not in command.stderr
+    waiting = OutboxMessage.objects.filter(published_at__isnull=True)
+    assert waiting.count() == 2 and all(m.last_error for m in waiting)
+    assert {r.status for r in RefreshRun.objects.all()} == {"pending"}
+    assert (
+        "waiting for the task broker since"
+        in csrf_client(refresher).get(admin_run.get_absolute_url()).text
+    )
+
+    private_broker.start()  # back, and empty
+    with Reconciler(env, private_broker.fleet.log_dir / "reconciler.log"):  # type: ignore[attr-defined]
+        for run in (admin_run, command_run):
+            run = wait_finished(run, timeout=60)
+            assert run.status == RefreshRun.Status.SUCCEEDED
+            kinds = set(RunEvent.objects.filter(object_id=run.pk).values_list("kind", flat=True))
+            assert {"publish_failed", "published_late"} <= kinds
+    assert len(supplier.callbacks()) == 2
+    assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
+
+
+def _drop_worker_connections() -> int:
+    """pg_terminate_backend every other session on the test database: a failover."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_postgresql_dropping_connections_mid_run_still_finishes_the_run(workers, supplier):
+    if connection.vendor != "postgresql":
+        pytest.skip("terminating server connections is a PostgreSQL fault")
+    products = make_products(2000)
+    supplier.reset(StubBehaviour(latency=0.05))
+    run, _ = refresh_run_request(product_ids=[p.pk for p in products], trigger="command")
+    wait_for(lambda: RefreshRun.objects.get(pk=run.pk).succeeded > 100, what="progress")
+
+    dropped = 0
+    for _ in range(5):  # keep dropping them while chunks write
+        dropped += _drop_worker_connections()
+        run.refresh_from_db()
+        if run.is_finished:
+            break
+        time.sleep(0.3)
+    assert dropped > 0
+
+    with Reconciler(workers.env, workers.log_dir / "reconciler.log", stall=5):
+        run = wait_finished(run, timeout=180)
+    assert run.status == RefreshRun.Status.SUCCEEDED, run.error
+    assert run.succeeded == 2000
+    assert len(supplier.callbacks()) == 1

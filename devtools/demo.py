@@ -92,6 +92,9 @@ def seed_customers(count: int) -> int:
     return len(fresh)
 
 
+SEED_BATCH = 2000
+
+
 def seed(
     products: int = 200, orders: int = 300, days: int = 60, customers: int = 3000
 ) -> tuple[int, int]:
@@ -119,22 +122,33 @@ def seed(
         catalogue = list(Product.objects.filter(sku__startswith=DEMO_PREFIX))
         buyers = list(Customer.objects.order_by("pk")[: max(1, min(customers, 800))])
         now = timezone.now()
-        for n in range(1, orders + 1):
-            buyer = rng.choice(buyers)
-            order = Order.objects.create(
-                reference=f"ORD-{n:06d}",
-                customer=buyer,
-                customer_email=buyer.email,
-                status=rng.choice(list(Order.Status.values)),
-                placed_at=now - timedelta(days=rng.uniform(0, days)),
-            )
-            OrderLine.objects.bulk_create(
-                OrderLine(
-                    order=order,
-                    product=product,
-                    quantity=rng.randint(1, 4),
-                    unit_price=Decimal(supplier_record(product.sku)["price"]),
+        statuses = list(Order.Status.values)
+        prices = {p.pk: Decimal(supplier_record(p.sku)["price"]) for p in catalogue}
+        for first in range(1, orders + 1, SEED_BATCH):  # in batches: a year of orders is big
+            batch = []
+            for n in range(first, min(first + SEED_BATCH, orders + 1)):
+                buyer = rng.choice(buyers)
+                batch.append(
+                    Order(
+                        reference=f"ORD-{n:06d}",
+                        customer=buyer,
+                        customer_email=buyer.email,
+                        status=rng.choice(statuses),
+                        placed_at=now - timedelta(days=rng.uniform(0, days)),
+                    )
                 )
-                for product in rng.sample(catalogue, k=rng.randint(1, 3))
+            Order.objects.bulk_create(batch)  # sets the pks (RETURNING)
+            OrderLine.objects.bulk_create(
+                [
+                    OrderLine(
+                        order=order,
+                        product=product,
+                        quantity=rng.randint(1, 4),
+                        unit_price=prices[product.pk],
+                    )
+                    for order in batch
+                    for product in rng.sample(catalogue, k=rng.randint(1, 3))
+                ],
+                batch_size=SEED_BATCH,
             )
     return products, orders

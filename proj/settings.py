@@ -491,6 +491,10 @@ SUPPLIER_POOL_SIZE = _busiest_pool * REFRESH_CHUNK_CONCURRENCY
 # --- Reports ---------------------------------------------------------------------------
 # The longest date range one report may cover: bounds the work a single request can queue.
 REPORTS_MAX_RANGE_DAYS = env_int("REPORTS_MAX_RANGE_DAYS", 366)
+# A part smaller than this many orders costs more (a task, a stored partial, merging it)
+# than running it beside another part saves; a report is split into at most as many parts
+# as its pool has slots (bench/reports.py measures the choice).
+REPORTS_MIN_ORDERS_PER_PART = env_int("REPORTS_MIN_ORDERS_PER_PART", 25_000)
 # Finished report files: private (no URL), served only by the permission-checked view.
 REPORTS_STORAGE_ROOT = PRIVATE_STORAGE_ROOT / "reports"
 

@@ -18,7 +18,7 @@ from proj.topology import core, imports, notifications, reports, shop
 from proj.topology.base import Pool, Queue, QueueFamily, cpu_count
 from proj.topology.core import DEFAULT_QUEUE
 from proj.topology.notifications import BULK_QUEUE, NOTIFY_QUEUE
-from proj.topology.reports import report_identifiers, report_queue
+from proj.topology.reports import report_identifiers, report_queue, report_slots
 from proj.topology.shop import CALLBACKS_QUEUE, REFRESH_QUEUE
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "procfile_text",
     "report_identifiers",
     "report_queue",
+    "report_slots",
     "routed_queues",
     "worker_options",
 ]

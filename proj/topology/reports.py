@@ -25,6 +25,12 @@ def report_queue(identifier: str) -> str:
     return f"{REPORT_QUEUE_PREFIX}{identifier}"
 
 
+def report_slots(identifier: str) -> int:
+    """How many parts of one report can run at once: its pool's nodes x slots."""
+    pool = next(p for p in POOLS if p.name == f"reports_{identifier}")
+    return (pool.processes or 1) * pool.concurrency
+
+
 QUEUES = tuple(Queue(report_queue(i), f"the {i} report") for i in report_identifiers())
 
 ROUTES: dict[str, str] = {}

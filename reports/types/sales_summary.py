@@ -7,15 +7,13 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.db.models import Count, DecimalField, ExpressionWrapper, F, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from reports import rendering as r
-from reports.registry import DateRangeForm, ReportType, date_range_text, date_windows
-
-# Days per partial aggregation: a year is ~53 parts spread over the type's workers.
-WINDOW_DAYS = 7
+from reports.registry import DateRangeForm, ReportType, date_range_text, sized_windows
 
 
 class SalesSummaryForm(DateRangeForm):
@@ -45,7 +43,13 @@ class SalesSummary(ReportType):
     form_class = SalesSummaryForm
 
     def plan(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return date_windows(params["date_from"], params["date_to"], WINDOW_DAYS)
+        """Parts sized from the orders in range (one indexed count), at most one per slot."""
+        from shop.models import Order
+
+        first, last = params["date_from"], params["date_to"]
+        start, end = _bounds(first, last)
+        orders = Order.objects.filter(placed_at__gte=start, placed_at__lt=end).count()
+        return sized_windows(first, last, orders, settings.REPORTS_MIN_ORDERS_PER_PART, self.slots)
 
     def gather(self, params: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
         from shop.models import Order, OrderLine

@@ -35,7 +35,7 @@ def assert_succeeded_on_own_queue(run: ReportRun) -> None:
 def test_sales_summary_numbers_csv_pdf_and_email(workers, shop, staff, smtp):
     run = request("sales_summary", {**RANGE, "top_n": "2"}, staff)
     assert_succeeded_on_own_queue(run)
-    assert run.total == 2  # 10 days in 7-day windows: gathered in parallel
+    assert run.total == 2  # tests split from the first order: one part per slot, in parallel
 
     days, top = csv_sections(read_file(run, "csv"))
     assert days[0] == ["date", "orders", "units", "revenue"]
@@ -133,3 +133,20 @@ def test_a_failing_part_fails_the_run_with_a_reason_and_it_can_be_rerun(workers,
     again, _ = workflows.report_run_rerun(run=run, requested_by=staff)
     assert_succeeded_on_own_queue(again)
     assert again.rerun_of_id == run.pk and again.trigger == ReportRun.Trigger.RERUN
+
+
+@pytest.mark.django_db
+def test_a_report_is_split_only_where_parts_pay_for_themselves(shop, settings):
+    """One part per REPORTS_MIN_ORDERS_PER_PART orders in range, at most one per slot."""
+    kind = registry.get("sales_summary")
+    params = kind.parse_params(kind.clean_params(RANGE))  # four orders in range
+
+    settings.REPORTS_MIN_ORDERS_PER_PART = 25_000
+    assert kind.plan(params) == [{"from": "2026-03-01", "to": "2026-03-10"}]
+    settings.REPORTS_MIN_ORDERS_PER_PART = 2
+    assert kind.plan(params) == [
+        {"from": "2026-03-01", "to": "2026-03-05"},
+        {"from": "2026-03-06", "to": "2026-03-10"},
+    ]
+    settings.REPORTS_MIN_ORDERS_PER_PART = 1  # four parts would pay, but only two run at once
+    assert len(kind.plan(params)) == kind.slots == 2

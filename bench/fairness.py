@@ -1,6 +1,7 @@
 """Benchmark: does a small import wait behind a big one? Four designs side by side.
 
     .venv/bin/python bench/fairness.py [--a 1500] [--b 50] [--users 100] [--max-chunks 300]
+                                        [--window 15]
 
 Everything is its own: a redis-server on a free port (devtools.redis_server.PrivateRedis),
 a SQLite file in var/bench/fairness/, the `imports` pool's nodes as the Procfile runs them.
@@ -12,11 +13,12 @@ B's and A's completion time (submit -> last row applied) in four designs:
   FIFO            every chunk on one shared queue (FAIR_MAX_QUEUES=0, 1 overflow queue);
   per-user        per-user queues as shipped;
   hashed K=4      users hashed onto 4 shared queues (FAIR_MAX_QUEUES=0, 4 overflow queues).
-Many users: --users users submit 1..--max-chunks chunk tasks each within one second, on
-per-user queues, and one imports node is killed and restarted half-way. Reported: Jain's
-fairness index of the users' throughput over 5 s windows (users with work left through
-the whole window), the completion times of the smallest jobs, runs or rows lost, and the
-queues left behind after the reconciler's sweep. CPU: every worker, redis and this process.
+Many users: --users users submit 1..--max-chunks chunk tasks each in one transaction (so
+all start together), on per-user queues; once half the chunks are done one imports node
+is killed and restarted. Reported: Jain's fairness index of the users' throughput over
+windows of 5 s and of --window s (users with work left through the whole window) before
+the kill, the completion times of the smallest jobs, runs or rows lost, and the queues
+left behind after the reconciler's sweep. CPU: every worker, redis and this process.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Bench:
         self.chunk = settings.IMPORTS_CHUNK_SIZE
         self.users: dict[str, Any] = {}
         self.serial = 0
+        self.window = 15.0
 
     def user(self, name: str) -> Any:
         from django.contrib.auth.models import Permission, User
@@ -139,6 +142,7 @@ class Bench:
         }  # fmt: skip
 
     def many(self, users: int, max_chunks: int, seed: int = 11) -> dict[str, Any]:
+        from django.db import transaction
         from django.utils import timezone
 
         from core import reconciler
@@ -153,13 +157,19 @@ class Bench:
                 reconciler.reconcile()
 
         loop = threading.Thread(target=reconcile_loop, daemon=True)
+        for i in range(users):
+            self.user(f"u{i:03d}")
         cpu, start = self.cpu(), time.monotonic()
-        runs = [self.submit(f"u{i:03d}", n) for i, n in enumerate(sizes)]
+        # One transaction: every import is published at its commit, so all users start
+        # together ("within one second") instead of joining the round robin one by one.
+        with transaction.atomic():
+            runs = [self.submit(f"u{i:03d}", n) for i, n in enumerate(sizes)]
         submitted = time.monotonic() - start
         loop.start()
         total = sum(sizes)
         while ImportChunk.objects.filter(run__in=runs, status="pending").count() > total / 2:
             time.sleep(0.5)
+        killed_at = timezone.now()
         node = self.fleet.pool("imports").nodes[0]  # a node dies half-way and comes back
         self.fleet.procs.pop(node).kill()
         self.fleet.start((self.fleet.pool("imports"),))
@@ -175,19 +185,25 @@ class Bench:
             finished[run_id].append(at)
         t0 = max(r.created_at for r in runs)
         ends = {pk: max(times) for pk, times in finished.items()}
-        jains, weights, window = [], [], 5.0
-        k = 0
-        while True:
-            lo = t0 + timezone.timedelta(seconds=k * window)
-            hi = lo + timezone.timedelta(seconds=window)
-            active = [pk for pk, end in ends.items() if end > hi]
-            if len(active) < 2:
-                break
-            x = [sum(1 for at in finished[pk] if lo < at <= hi) for pk in active]
-            if sum(x):
-                jains.append(sum(x) ** 2 / (len(x) * sum(v * v for v in x)))
-                weights.append(len(active))
-            k += 1
+        # Jain's index per window over the users with work left through the whole window,
+        # until the node is killed (what follows measures recovery, not fairness). A window
+        # must hold several chunks per user: with 2-3 each, counts of 2 and 3 alone read as
+        # unfair (J = 0.96 at best, less with 1s among them) however fair the broker is.
+        jains: dict[float, list[tuple[float, int]]] = {}
+        for window in (5.0, self.window):
+            jains[window] = []
+            k = 0
+            while True:
+                lo = t0 + timezone.timedelta(seconds=k * window)
+                hi = lo + timezone.timedelta(seconds=window)
+                active = [pk for pk, end in ends.items() if end > hi]
+                if len(active) < 2 or hi > killed_at:
+                    break
+                x = [sum(1 for at in finished[pk] if lo < at <= hi) for pk in active]
+                if sum(x):
+                    j = sum(x) ** 2 / (len(x) * sum(v * v for v in x))
+                    jains[window].append((j, len(active)))
+                k += 1
         small = sorted(
             (self.completion(r), r.total) for r in runs if r.total <= max(3, max_chunks // 100)
         )
@@ -212,11 +228,15 @@ class Bench:
                          if b"imports.user." in m or b"imports.overflow." in m]  # fmt: skip
         return {
             "users": users, "chunks": total, "submitted_in": submitted, "wall": wall, "cpu": cpu,
-            "jain_mean": (
-                sum(j * w for j, w in zip(jains, weights, strict=True)) / sum(weights)
-                if jains else float("nan")
-            ),
-            "jain_min": min(jains, default=float("nan")), "windows": len(jains),
+            "jain": {
+                window: (
+                    sum(j * w for j, w in found) / sum(w for _, w in found) if found
+                    else float("nan"),
+                    min((j for j, _ in found), default=float("nan")),
+                    len(found),
+                )
+                for window, found in jains.items()
+            },
             "small": small, "failed_runs": failed, "rows_lost": expected_rows - applied,
             "registry_left": ImportQueue.objects.count(),
             "queues_left": len(left_keys), "bindings_left": len(left_bindings),
@@ -230,6 +250,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--max-chunks", type=int, default=300)
     parser.add_argument("--skip-many", action="store_true")
+    parser.add_argument("--window", type=float, default=15.0, help="Jain window, seconds")
     args = parser.parse_args()
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
@@ -252,6 +273,7 @@ def main() -> None:
     load = os.getloadavg()
     try:
         bench = Bench(fleet, redis)
+        bench.window = args.window
         shipped = (bench.settings.FAIR_MAX_QUEUES, bench.settings.FAIR_OVERFLOW_QUEUES)
         rows = []
         bench.design(*shipped)
@@ -303,10 +325,12 @@ def main() -> None:
             f"{many['cpu'] / cores:.1f} s), {1000 * many['cpu'] / many['chunks']:.1f} ms CPU "
             "per chunk"
         )
-        print(
-            f"  Jain's fairness index over {many['windows']} windows of 5 s: mean "
-            f"{many['jain_mean']:.3f}, min {many['jain_min']:.3f} (target >= 0.95)"
-        )
+        for window, (mean, low, count) in many["jain"].items():
+            print(
+                f"  Jain's fairness index over {count} windows of {window:g} s before the "
+                f"kill: mean {mean:.3f} (weighted by active users), min {low:.3f} "
+                "(target >= 0.95)"
+            )
         print(
             f"  smallest jobs ({len(small)}, <= {max(small)[1] if small else 0} chunks): "
             f"median {statistics.median(t for t, _ in small):.2f} s, "

@@ -1,9 +1,10 @@
 """A flood of one report type never delays another type: real workers, real queues.
 
-Several year-long sales summaries (a part per slot each, then a PDF with a year of days) fill `reports.sales_summary` and
-keep both slots of its node busy; an inventory report requested afterwards runs on its own
-node and finishes while sales runs are still waiting or running. Asserted on states and
-ordering, not on timings, so a slow machine cannot make it flaky in the other direction.
+Several year-long sales summaries (a part per slot each, then a PDF with a year of days)
+fill `reports.sales_summary` and keep both slots of its node busy; an inventory report
+requested afterwards runs on its own node and finishes while sales runs are still waiting
+or running. Asserted on states and ordering, not on timings, so a slow machine cannot make
+it flaky in the other direction.
 """
 
 from __future__ import annotations

@@ -236,7 +236,8 @@ def run_one(
     from shop.models import Order
 
     size = scenario.batch_size or args.batch_size
-    print(f"\n== {scenario.label}: {n:,} orders, batches of {size}", flush=True)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n== {scenario.label}: {n:,} orders, batches of {size} (load {load})", flush=True)
     reset(broker)
     warehouse = StandIn("warehouse", args.latency_ms, env)
     carrier = StandIn("carrier", args.latency_ms, env)

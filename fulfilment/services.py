@@ -491,6 +491,15 @@ def batch_finish(*, batch_id: int) -> str | None:
     status = runs.run_settle(FulfilmentBatch, batch_id)
     if status is not None:
         FulfilmentBatch.objects.filter(pk=batch_id).update(stage=Stage.DONE)
+        # Orders whose item failed here without being split out (the reconciler gave up
+        # on them) fail too, so no order waits for a stage that will never come.
+        now = timezone.now()
+        for fid, error in BatchOrder.objects.filter(
+            run_id=batch_id, status=Item.FAILED, fulfilment__batch_id=batch_id
+        ).values_list("fulfilment_id", "error"):
+            Fulfilment.objects.filter(pk=fid).exclude(status__in=list(FINAL_STATUSES)).update(
+                status=Status.FAILED, status_at=now, error=error[:5000]
+            )
     return status
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from core import reconciler
@@ -174,6 +175,18 @@ def test_a_stage_that_always_fails_ends_in_a_dead_letter(workers, warehouse, car
     assert set(Fulfilment.objects.values_list("status", flat=True)) == {Status.PACKED}
     assert batch.ship_attempts == 3
 
+    # Much later, the reconciler has resumed it as often as it may: it gives up, and the
+    # orders fail with its reason instead of waiting for ever.
+    FulfilmentBatch.objects.filter(pk=batch.pk).update(
+        resumes=settings.RUN_MAX_RESUMES, progress_at=timezone.now() - timedelta(hours=1)
+    )
+    BatchOrder.objects.update(retry_at=None)
+    assert reconciler.reconcile().finished == [f"fulfilment batch #{batch.pk}"]
+    final = wait_final(orders)
+    assert {f.status for f in final.values()} == {Status.FAILED}
+    assert all("recovery attempts" in f.error for f in final.values())
+    assert wait_batch_settled(batch).status == FulfilmentBatch.Status.FAILED
+
 
 def test_a_batch_delivered_twice_ships_once(app, workers, warehouse, carrier, smtp):
     orders = make_orders(5)
@@ -229,3 +242,21 @@ def with_status_packed(orders) -> None:
     fulfilments = Fulfilment.objects.filter(order__in=orders)
     fulfilments.update(status=Status.PACKED, batch=batch)
     BatchOrder.objects.bulk_create(BatchOrder(run=batch, fulfilment=f) for f in fulfilments)
+
+
+def test_an_order_placed_through_the_service_is_released_and_ships(workers, warehouse, carrier):
+    from decimal import Decimal
+
+    from fulfilment.workflows import order_place
+    from shop.models import Product
+
+    product = Product.objects.create(sku="FUL-PLACE", name="Stapler", price=Decimal("12.00"))
+    order = order_place(
+        reference="PLACED-1",
+        customer_email="placed@fulfil.example",
+        lines=[(product.pk, 1, Decimal("12.00"))],
+    )
+
+    final = wait_final([order])
+    assert final["PLACED-1"].status == Status.SHIPPED
+    assert final["PLACED-1"].warehouse == services.warehouse_for("PLACED-1")

@@ -181,3 +181,43 @@ def test_releasing_skips_cancelled_orders_and_counts_repeats():
     assert (first.released, first.not_releasable) == (2, 1)
     assert (again.released, again.already) == (0, 2)
     assert {f.warehouse for f in Fulfilment.objects.all()} <= set(WAREHOUSES)
+
+
+@pytest.mark.django_db
+def test_a_batch_page_shows_stage_timings_calls_and_its_orders():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    orders = make_orders(2)
+    services.orders_release(order_ids=[o.pk for o in orders], warehouse="south")
+    t0 = timezone.now()
+    batch = FulfilmentBatch.objects.create(
+        warehouse="south", total=2, status="succeeded", succeeded=2, started_at=t0,
+        picked_at=t0 + timedelta(seconds=1), packed_at=t0 + timedelta(seconds=3),
+        shipped_at=t0 + timedelta(seconds=4), finished_at=t0 + timedelta(seconds=4),
+        pick_attempts=2, pack_attempts=1, ship_attempts=1, stage="done",
+    )  # fmt: skip
+    for f in Fulfilment.objects.all():
+        f.status, f.batch = Status.SHIPPED, batch
+        f.save()
+        BatchOrder.objects.create(run=batch, fulfilment=f, status="succeeded")
+    client = csrf_client(make_staff("ops", "view_fulfilmentbatch", "view_fulfilmentorder"))
+
+    page = client.get(batch.get_absolute_url()).content.decode()
+
+    assert "pick 1.0 s, pack 2.0 s, ship 1.0 s" in page
+    assert "pick 2, pack 1, ship 1" in page
+    assert all(o.reference in page for o in orders)
+    listing = client.get(reverse("admin:fulfilment_fulfilmentbatch_changelist")).content.decode()
+    assert "Pipeline overview per warehouse and stage" in listing
+
+
+def test_retry_delays_back_off_exponentially_with_full_jitter(settings):
+    settings.FULFILMENT_RETRY_BACKOFF = 2
+    settings.FULFILMENT_RETRY_BACKOFF_MAX = 30
+    for attempt, ceiling in [(1, 2), (2, 4), (3, 8), (4, 16), (5, 30), (9, 30)]:
+        delays = [services.retry_delay(attempt) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling / 2  # spread over the whole range: jitter, not a fixed wait
+        assert len(set(delays)) > 150

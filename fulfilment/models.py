@@ -48,6 +48,9 @@ class Fulfilment(models.Model):
     # When it reached its status: the pipeline overview's "oldest waiting".
     status_at = models.DateTimeField(default=timezone.now)
     released_at = models.DateTimeField(null=True, blank=True)
+    # A delayed aggregator message is set for the moment this order (the oldest waiting)
+    # is due: further releases need not set another (fulfilment.services.batch_close_one).
+    timer_set = models.BooleanField(default=False)
     batch = models.ForeignKey(
         "FulfilmentBatch", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -155,29 +155,37 @@ def waiting_orders(warehouse: str) -> Any:
 
 
 def batch_close_one(
-    *, warehouse: str, now: datetime, size: int | None = None, max_wait: float | None = None
+    *, warehouse: str, now: datetime, timer: bool = False, size: int | None = None
 ) -> FulfilmentBatch | float | None:
-    """Close one batch of `warehouse` if one is due: the batch; else seconds until the
-    oldest waiting order is due, or None when none waits. Call inside a transaction.
+    """Close one batch of `warehouse` if one is due: the batch. Else the seconds until the
+    oldest waiting order is due if the caller should set a timer for it, or None (nothing
+    waits, or a timer for that order is already set). Call inside a transaction.
 
     Due: BATCH_SIZE orders wait, or the oldest has waited BATCH_MAX_WAIT seconds. The rows
     are locked (PostgreSQL) or the database is (SQLite, IMMEDIATE), so two aggregators
-    never batch one order twice; the guarded UPDATE checks again anyway.
+    never batch one order twice; the guarded UPDATE checks again anyway. Each order is
+    timed once (`timer_set`), when it is the oldest waiting: however many releases wake the
+    aggregator, one delayed message per warehouse is in flight; `timer` (the delayed
+    message itself) always sets the next one, which a message that came early needs.
     """
     size = size or settings.FULFILMENT_BATCH_SIZE
-    wait = timedelta(seconds=settings.FULFILMENT_BATCH_MAX_WAIT if max_wait is None else max_wait)
+    wait = timedelta(seconds=settings.FULFILMENT_BATCH_MAX_WAIT)
     rows = list(
         waiting_orders(warehouse)
         .select_for_update()
         .order_by("released_at", "pk")
-        .values_list("pk", "released_at")[:size]
+        .values_list("pk", "released_at", "timer_set")[:size]
     )
     if not rows:
         return None
-    oldest = rows[0][1]
+    oldest_pk, oldest, timed = rows[0]
     if len(rows) < size and oldest > now - wait:
+        if timed and not timer:
+            return None
+        if not timed:
+            Fulfilment.objects.filter(pk=oldest_pk).update(timer_set=True)
         return max((oldest + wait - now).total_seconds(), 0.0)
-    ids = [pk for pk, _ in rows]
+    ids = [pk for pk, _, _ in rows]
     batch = FulfilmentBatch.objects.create(
         warehouse=warehouse, trigger=runs.Trigger.SERVICE, total=len(ids)
     )

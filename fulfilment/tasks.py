@@ -27,13 +27,15 @@ class OrderRefused(Exception):
 
 
 @shared_task(bind=True, base=ShopTask, name="fulfilment.tasks.orders_aggregate")
-def orders_aggregate(self: Task) -> str:
-    """Close every batch that is due; wake up again when the next one will be."""
-    closed, next_due = workflows.batches_close()
+def orders_aggregate(self: Task, timer: bool = False) -> str:
+    """Close every batch that is due; wake up again when the next one will be.
+
+    `timer`: this is the delayed message itself. It is the fast path of the timer; the
+    reconciler's pass is what survives a restart (released_at is in the database).
+    """
+    closed, next_due = workflows.batches_close(timer=timer)
     if next_due is not None:
-        # The fast path of the timer; the reconciler's pass is the one that survives a
-        # restart (released_at is in the database, not in this message).
-        self.apply_async(countdown=next_due + 0.05)
+        self.apply_async(kwargs={"timer": True}, countdown=next_due + 0.05)
     return f"closed {len(closed)} batches"
 
 

@@ -77,16 +77,17 @@ def order_place(
 
 
 def batches_close(
-    now: datetime | None = None,
+    now: datetime | None = None, *, timer: bool = False
 ) -> tuple[list[FulfilmentBatch], float | None]:
-    """Close every due batch of every warehouse; (closed, seconds until the next is due)."""
+    """Close every due batch of every warehouse; (closed, seconds until the next is due if
+    a timer should be set for it, see services.batch_close_one)."""
     now = now or timezone.now()
     closed: list[FulfilmentBatch] = []
     next_due: float | None = None
     for warehouse in services.warehouses():
         while True:
             with transaction.atomic():
-                result = services.batch_close_one(warehouse=warehouse, now=now)
+                result = services.batch_close_one(warehouse=warehouse, now=now, timer=timer)
                 if isinstance(result, FulfilmentBatch):
                     outbox_enqueue(
                         batch_remaining_work(result),
@@ -117,7 +118,13 @@ def batch_split(*, batch_id: int, refused: dict[int, str], stage: str) -> list[F
 
 def fulfilment_upkeep(now: datetime) -> str:
     """The reconciler's hook: close batches whose oldest order waited BATCH_MAX_WAIT."""
-    closed, _ = batches_close(now)
+    closed, next_due = batches_close(now)
+    if next_due is not None:  # this pass claimed a waiting order's timer: set it
+        with transaction.atomic():
+            outbox_enqueue(
+                signature(AGGREGATE_TASK, kwargs={"timer": True}).set(countdown=next_due + 0.05),
+                description="aggregate when the oldest waiting order is due",
+            )
     if not closed:
         return ""
     return f"closed {plural(len(closed), 'fulfilment batch', 'fulfilment batches')}"

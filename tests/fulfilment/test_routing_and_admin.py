@@ -221,3 +221,23 @@ def test_retry_delays_back_off_exponentially_with_full_jitter(settings):
         assert all(0 <= d <= ceiling for d in delays)
         assert max(delays) > ceiling / 2  # spread over the whole range: jitter, not a fixed wait
         assert len(set(delays)) > 150
+
+
+@pytest.mark.django_db
+def test_one_timer_per_oldest_waiting_order_however_many_releases():
+    from django.utils import timezone
+
+    orders = make_orders(3)
+    now = timezone.now()
+    services.orders_release(order_ids=[orders[0].pk], warehouse="north")
+    first = services.batch_close_one(warehouse="north", now=now)
+    services.orders_release(order_ids=[orders[1].pk], warehouse="north")
+    second = services.batch_close_one(warehouse="north", now=now)
+    # The delayed message itself always sets the next one (it may have come early).
+    again = services.batch_close_one(warehouse="north", now=now, timer=True)
+
+    assert isinstance(first, float) and 0 < first <= 3  # FULFILMENT_BATCH_MAX_WAIT=2
+    assert second is None
+    assert isinstance(again, float)
+    assert services.batch_close_one(warehouse="south", now=now) is None  # nothing waits
+    assert not FulfilmentBatch.objects.exists()

@@ -40,6 +40,11 @@ def test_the_topology_declares_each_stage_per_warehouse_and_a_small_fleet():
     assert pools["fulfil_pack"].pool == "prefork"
     assert pools["fulfil_pack"].max_tasks_per_child and pools["fulfil_pack"].max_memory_per_child
     assert sum(len(p.nodes) for p in pools.values()) == 3
+    # What the Procfile's `workers run fulfil_pack` and `workers start` pass to the node.
+    options = topology.worker_options(pools["fulfil_pack"])
+    assert options[options.index("--max-tasks-per-child") + 1] == "200"
+    assert options[options.index("--max-memory-per-child") + 1] == "256000"
+    assert options[options.index("-P") + 1] == "prefork"
 
 
 @pytest.mark.django_db

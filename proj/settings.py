@@ -147,6 +147,7 @@ INSTALLED_APPS = [
     "reports",
     "import_export",
     "imports",
+    "fulfilment",
 ]
 # Local stand-ins (supplier API, demo data) for development and tests, never in production.
 if DEBUG or env_bool("SHOP_DEVTOOLS", False):
@@ -585,3 +586,30 @@ CAMPAIGN_FANOUT_CHUNK = env_int("CAMPAIGN_FANOUT_CHUNK", 2000)
 # lanes treat the worker that held it as gone.
 NOTIFY_CLAIM_SECONDS = env_int("NOTIFY_CLAIM_SECONDS", 120)
 # === end of notifications =================================================================
+
+# --- order fulfilment (fulfilment/, docs/fulfilment.md) -------------------------------------
+# Warehouse codes; the topology derives fulfilment.<stage>.<code> queues from the same
+# variable (proj/topology/fulfilment.py), so changing it needs a Procfile regeneration.
+FULFILMENT_WAREHOUSES = topology.fulfilment.WAREHOUSES
+# A batch closes when it holds this many orders, or when its oldest order has waited
+# FULFILMENT_BATCH_MAX_WAIT seconds (the reconciler's pass closes overdue ones after a
+# restart; an aggregator task scheduled for the deadline closes them sooner).
+FULFILMENT_BATCH_SIZE = env_int("FULFILMENT_BATCH_SIZE", 50)
+FULFILMENT_BATCH_MAX_WAIT = env_int("FULFILMENT_BATCH_MAX_WAIT", 30)
+# The warehouse API (pick) and the carrier API (ship); `make run` starts stand-ins there.
+FULFILMENT_WAREHOUSE_API_URL = os.environ.get(
+    "FULFILMENT_WAREHOUSE_API_URL", "http://127.0.0.1:8002"
+).rstrip("/")
+FULFILMENT_CARRIER_API_URL = os.environ.get(
+    "FULFILMENT_CARRIER_API_URL", "http://127.0.0.1:8003"
+).rstrip("/")
+FULFILMENT_CONNECT_TIMEOUT = float(os.environ.get("FULFILMENT_CONNECT_TIMEOUT", "3.05"))
+FULFILMENT_READ_TIMEOUT = float(os.environ.get("FULFILMENT_READ_TIMEOUT", "20"))
+# Transient API errors (timeouts, 5xx, 429) retry the stage with exponential backoff and
+# full jitter; an order the API refuses is split out and retried alone as often.
+FULFILMENT_MAX_RETRIES = env_int("FULFILMENT_MAX_RETRIES", 5)
+FULFILMENT_RETRY_BACKOFF = float(os.environ.get("FULFILMENT_RETRY_BACKOFF", "2"))
+FULFILMENT_RETRY_BACKOFF_MAX = float(os.environ.get("FULFILMENT_RETRY_BACKOFF_MAX", "300"))
+# Tell the customer when their order ships (a transactional notification).
+FULFILMENT_NOTIFY_CUSTOMERS = env_bool("FULFILMENT_NOTIFY_CUSTOMERS", True)
+FULFILMENT_LABELS_ROOT = PRIVATE_STORAGE_ROOT / "labels"

@@ -13,6 +13,7 @@ from django.db import connection
 from kombu import Connection
 
 from core.fleet import WorkerFleet, worker_env
+from devtools.fulfilment_stub import CarrierStub, WarehouseStub
 from devtools.httpstub import RecordingServer, Request, Response
 from devtools.supplier_stub import SupplierStub
 from proj.celery import app as celery_app
@@ -51,14 +52,38 @@ def supplier(supplier_server: SupplierStub) -> SupplierStub:
 
 
 @pytest.fixture(scope="session")
+def warehouse_server() -> Iterator[WarehouseStub]:
+    """The warehouse API stand-in (fulfilment's pick stage), for the whole session."""
+    stub = WarehouseStub()
+    stub.server.start()
+    yield stub
+    stub.server.stop()
+
+
+@pytest.fixture(scope="session")
+def carrier_server() -> Iterator[CarrierStub]:
+    """The carrier API stand-in (fulfilment's ship stage), for the whole session."""
+    stub = CarrierStub()
+    stub.server.start()
+    yield stub
+    stub.server.stop()
+
+
+@pytest.fixture(scope="session")
 def worker_fleet(
-    django_db_setup: None, django_db_blocker: Any, supplier_server: SupplierStub
+    django_db_setup: None,
+    django_db_blocker: Any,
+    supplier_server: SupplierStub,
+    warehouse_server: WarehouseStub,
+    carrier_server: CarrierStub,
 ) -> Iterator[WorkerFleet]:
     """Every pool of the topology as a real worker subprocess, for the whole session."""
     with django_db_blocker.unblock():
         env = worker_env(connection.settings_dict)
     env["SUPPLIER_API_URL"] = supplier_server.server.url
     env["STATUS_CALLBACK_URL"] = supplier_server.server.url + "/status"
+    env["FULFILMENT_WAREHOUSE_API_URL"] = warehouse_server.server.url
+    env["FULFILMENT_CARRIER_API_URL"] = carrier_server.server.url
     fleet = WorkerFleet(celery_app, env, settings.VAR_DIR / "log" / "pytest-workers")
     fleet.start()
     yield fleet

@@ -33,6 +33,13 @@ for name, value in {
     "TASK_DB_MAX_RETRIES": "3",
     # A handful of test orders still split a report into parts, so parts run in parallel.
     "REPORTS_MIN_ORDERS_PER_PART": "1",
+    "FULFILMENT_CONNECT_TIMEOUT": "1",
+    "FULFILMENT_READ_TIMEOUT": "1",
+    "FULFILMENT_MAX_RETRIES": "2",
+    "FULFILMENT_RETRY_BACKOFF": "0.2",
+    "FULFILMENT_RETRY_BACKOFF_MAX": "1",
+    "FULFILMENT_BATCH_SIZE": "5",
+    "FULFILMENT_BATCH_MAX_WAIT": "2",
 }.items():
     os.environ.setdefault(name, value)
 
@@ -40,3 +47,21 @@ from proj.settings import *  # noqa: E402, F403
 
 # Hashing passwords properly is slow and beside the point in tests.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def _forget_content_types(**kwargs: object) -> None:
+    """Workers outlive the tests: each test's flush recreates content types with new ids, so
+    a worker must not keep the ids it cached in an earlier test (outbox rows and dead
+    letters of runs point at them)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    ContentType.objects.clear_cache()
+
+
+def _connect_worker_signals() -> None:
+    from celery.signals import task_prerun
+
+    task_prerun.connect(_forget_content_types, weak=False)
+
+
+_connect_worker_signals()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proj.topology import core, imports, notifications, reports, shop
+from proj.topology import core, fulfilment, imports, notifications, reports, shop
 from proj.topology.base import Pool, Queue, QueueFamily, cpu_count
 from proj.topology.core import DEFAULT_QUEUE
 from proj.topology.notifications import BULK_QUEUE, NOTIFY_QUEUE
@@ -47,7 +47,7 @@ __all__ = [
     "worker_options",
 ]
 
-DOMAINS = (core, shop, reports, imports, notifications)
+DOMAINS = (core, shop, reports, imports, notifications, fulfilment)
 
 QUEUES: tuple[Queue, ...] = tuple(q for d in DOMAINS for q in d.QUEUES)
 ROUTES: dict[str, str] = {name: queue for d in DOMAINS for name, queue in d.ROUTES.items()}

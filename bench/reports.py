@@ -86,9 +86,13 @@ def database_url(kind: str, name: str, fresh: bool) -> str:
 
 
 def use_shared_queue(app: Any) -> None:
-    """The naive design: route every report task to one queue (this process only)."""
+    """The naive design: every report task on one queue (this process only)."""
     from kombu import Queue
 
+    from reports import registry
+
+    # The workflow sets each signature's queue from the type; the naive design has one.
+    registry.ReportType.queue = property(lambda self: SHARED_QUEUE)  # type: ignore[assignment]
     app.conf.task_routes = ({"reports.tasks.*": {"queue": SHARED_QUEUE}},)
     app.conf.task_queues = (*app.conf.task_queues, Queue(SHARED_QUEUE, routing_key=SHARED_QUEUE))
     for cached in ("queues", "router"):
@@ -253,7 +257,7 @@ def measure_report(params: dict[str, Any], timeout: float = 900) -> dict[str, fl
 
 
 def bench_scale(args: argparse.Namespace, broker: Any) -> None:
-    env = configure(broker.url, database_url(args.database, f"scale-{args.orders}", fresh=False))
+    env = configure(broker.url, database_url(args.database, f"scale_{args.orders}", fresh=False))
     import django
 
     django.setup()

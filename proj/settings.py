@@ -216,7 +216,7 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["OPTIONS"] = {
         "pool": {
             "min_size": env_int("DB_POOL_MIN_SIZE", 1),
-            "max_size": env_int("DB_POOL_MAX_SIZE", 10),
+            "max_size": env_int("DB_POOL_MAX_SIZE", 6),
             "timeout": env_int("DB_POOL_TIMEOUT", 30),
         }
     }

@@ -503,6 +503,7 @@ def _send_slice(
             continue
         outcomes[message.pk] = (Status.SENT, "", email.extra_headers["Message-ID"])
     with transaction.atomic():
+        _lock_send(run.pk)
         by_pk = {m.pk: m for m in messages}
         bulk_update_rows(
             Notification,
@@ -538,6 +539,7 @@ def _batch_retry(run: CampaignSend, batch: CampaignBatch, exc: smtp.SendError) -
     if attempt > settings.EMAIL_MAX_RETRIES:
         error = f"{exc}; gave up after {plural(attempt, 'attempt')}"
         with transaction.atomic():
+            _lock_send(run.pk)
             failed = Notification.objects.filter(batch=batch, status=Status.QUEUED).update(
                 status=Status.FAILED, error=error, claimed_until=None
             )
@@ -558,9 +560,20 @@ def _batch_retry(run: CampaignSend, batch: CampaignBatch, exc: smtp.SendError) -
     return LaneStep("park", delay)
 
 
+def _lock_send(run_id: int) -> None:
+    """Take the send's row first, in every transaction that writes the send and its rows.
+
+    One order for all of them (the send, then messages and batches): the fan-out already
+    locks it first, and a cancel during a busy send deadlocked on PostgreSQL when lanes
+    took messages, then the send, then their batch, while the cancel went the other way.
+    """
+    CampaignSend.objects.select_for_update().filter(pk=run_id).values_list("pk").first()
+
+
 def _batch_settle(run: CampaignSend, batch: CampaignBatch) -> None:
     """Every message of the batch has an outcome: the batch succeeds, or fails if any did."""
     with transaction.atomic():
+        _lock_send(run.pk)
         counts = dict(
             Notification.objects.filter(batch=batch).values_list("status").annotate(n=Count("id"))
         )
@@ -609,6 +622,7 @@ def campaign_send_cancel(run: CampaignSend, actor: Any = None) -> str:
     """Cancel the queued messages and batches; lanes stop, messages in flight finish."""
     now = timezone.now()
     who = f" by {actor}" if getattr(actor, "pk", None) else ""
+    _lock_send(run.pk)
     CampaignSend.objects.filter(pk=run.pk, fanned_out_at__isnull=True).update(fanned_out_at=now)
     batches = run.items.filter(status=Batch.PENDING).update(
         status=Batch.CANCELLED, error=f"cancelled{who}", finished_at=now, retry_at=None

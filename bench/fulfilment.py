@@ -45,6 +45,7 @@ from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+from bench.refresh import prepare_database  # noqa: E402
 from core.fleet import WorkerFleet  # noqa: E402
 from devtools.redis_server import PrivateRedis, free_port  # noqa: E402
 from proj import topology  # noqa: E402
@@ -147,26 +148,6 @@ def configure(args: argparse.Namespace, broker: str) -> dict[str, str]:
     }
     os.environ.update(env)
     return dict(os.environ)
-
-
-def prepare_database(url: str) -> None:
-    """A fresh schema, so earlier runs cannot slow this one down."""
-    from django.core.management import call_command
-
-    if url.startswith("sqlite"):
-        path = url.removeprefix("sqlite:///")
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-    else:
-        import psycopg
-
-        name = url.rsplit("/", 1)[1]
-        admin = url.rsplit("/", 1)[0].replace("postgres://", "postgresql://") + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-                conn.execute(f'CREATE DATABASE "{name}"')
-    call_command("migrate", interactive=False, verbosity=0)
-    call_command("flush", interactive=False, verbosity=0)
 
 
 class StandIn:

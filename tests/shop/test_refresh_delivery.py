@@ -105,7 +105,7 @@ def test_cron_command_waits_and_exits_zero_on_success(workers, supplier):
     assert "\r" not in result.stdout and "Progress: " in result.stdout
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith(f"Run {run.pk} succeeded: 3 refreshed, 0 failed, in ")
-    assert last.endswith("Callback: delivered, delivered (HTTP 200).")
+    assert last.endswith("Callback: delivered (HTTP 200).")
     assert run.trigger == "command"
     assert {p.sku for p in products} == {
         r.path.rsplit("/", 1)[1] for r in supplier.product_requests()

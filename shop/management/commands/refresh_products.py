@@ -90,9 +90,11 @@ class Command(BaseCommand):
             if run.failed > 20:
                 self.stderr.write(f"  ... and {run.failed - 20:,} more (see the run's admin page)")
         callback = run.get_callback_state_display().lower()
+        detail = run.callback_detail
+        if not detail.startswith(callback):  # "delivered (HTTP 200)" says it already
+            detail = f"{callback}, {detail}" if detail else callback
         self.stdout.write(
             f"Run {run.pk} {run.get_status_display().lower()}: {run.succeeded:,} refreshed, "
-            f"{run.failed:,} failed, in {seconds(run.duration)}. "
-            f"Callback: {callback}, {run.callback_detail or '-'}."
+            f"{run.failed:,} failed, in {seconds(run.duration)}. Callback: {detail}."
         )
         sys.exit(exit_code(run))

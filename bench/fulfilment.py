@@ -29,23 +29,20 @@ node runs, so SMTP is not measured here (bench/notifications.py does that).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
-from bench.refresh import prepare_database  # noqa: E402
+from bench.refresh import StandIn, prepare_database  # noqa: E402
 from core.fleet import WorkerFleet  # noqa: E402
 from devtools.redis_server import PrivateRedis, free_port  # noqa: E402
 from proj import topology  # noqa: E402
@@ -150,37 +147,6 @@ def configure(args: argparse.Namespace, broker: str) -> dict[str, str]:
     return dict(os.environ)
 
 
-class StandIn:
-    """`manage.py <kind>_stub` in its own process (its CPU counted apart)."""
-
-    def __init__(self, kind: str, latency_ms: float, env: dict[str, str]) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        argv = [sys.executable, "manage.py", f"{kind}_stub", "--port", str(port),
-                "--latency-ms", str(latency_ms)]  # fmt: skip
-        self.proc = subprocess.Popen(
-            argv, cwd=BASE_DIR, env={**env, "SHOP_DEVTOOLS": "1"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.stats()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"the {kind} stand-in did not start") from None
-                time.sleep(0.1)
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as answer:
-            return json.load(answer)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-
-
 def reset(broker: str) -> None:
     """Nothing of the previous scenario left: pipeline rows, messages, labels."""
     import redis
@@ -220,8 +186,8 @@ def run_one(
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n== {scenario.label}: {n:,} orders, batches of {size} (load {load})", flush=True)
     reset(broker)
-    warehouse = StandIn("warehouse", args.latency_ms, env)
-    carrier = StandIn("carrier", args.latency_ms, env)
+    warehouse = StandIn(free_port(), args.latency_ms, env, "warehouse")
+    carrier = StandIn(free_port(), args.latency_ms, env, "carrier")
     worker_env = {
         **env,
         "DJANGO_SETTINGS_MODULE": "bench.fulfilment_settings",

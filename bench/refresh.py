@@ -159,11 +159,14 @@ def prepare_database(url: str) -> None:
 
 
 class StandIn:
-    """`manage.py supplier_stub` in its own process, on a port chosen up front."""
+    """`manage.py <kind>_stub` in its own process (its CPU counted apart), on a port chosen
+    up front: the supplier's, or the warehouse's and carrier's (bench/fulfilment.py)."""
 
-    def __init__(self, port: int, latency_ms: float, env: dict[str, str]) -> None:
+    def __init__(
+        self, port: int, latency_ms: float, env: dict[str, str], kind: str = "supplier"
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        argv = [sys.executable, "manage.py", "supplier_stub", "--port", str(port),
+        argv = [sys.executable, "manage.py", f"{kind}_stub", "--port", str(port),
                 "--latency-ms", str(latency_ms)]  # fmt: skip
         # The stand-in lives in devtools, which only DEBUG or SHOP_DEVTOOLS install.
         self.proc = subprocess.Popen(
@@ -177,7 +180,7 @@ class StandIn:
                 break
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("the supplier stand-in did not start") from None
+                    raise RuntimeError(f"the {kind} stand-in did not start") from None
                 time.sleep(0.1)
 
     def stats(self) -> dict[str, Any]:

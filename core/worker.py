@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
 from django.conf import settings
 
 from core.broker import broker_problems
@@ -19,6 +19,16 @@ def warn_about_the_broker(sender: Any = None, **kwargs: Any) -> None:
     for problem in broker_problems(settings.CELERY_BROKER_URL, debug=settings.DEBUG):
         log = {"error": logger.error, "warning": logger.warning}.get(problem.severity, logger.info)
         log("Broker: %s %s", problem.message, problem.hint)
+
+
+@celeryd_after_setup.connect
+def fill_freed_slots_at_once(sender: str, instance: Any, **kwargs: Any) -> None:
+    """Green nodes take the next message when a slot frees (core.greenpoll; the patch
+    touches only kombu's Redis transport, so it is inert on RabbitMQ)."""
+    from core import greenpoll
+
+    if getattr(instance.pool_cls, "is_green", False):
+        greenpoll.install()
 
 
 @worker_process_init.connect

@@ -39,6 +39,17 @@ def touch(path: str) -> str:
     return "served"
 
 
+@shared_task(base=ShopTask, name="devtools.tasks.hold")
+def hold(marker: str, started: str) -> str:
+    """Hold a worker slot while `marker` exists (a long task), yielding to other greenlets."""
+    import time
+
+    Path(started).write_text("started")
+    while Path(marker).exists():
+        time.sleep(0.05)
+    return "released"
+
+
 def _counter() -> Any:
     """A Redis client on the broker's Redis, where the overhead benchmark counts tasks done."""
     global _redis

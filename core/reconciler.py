@@ -27,7 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import OperationalError, connection, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -136,8 +136,10 @@ def _stalled_run_ids(kind: runs.RunKind, now: datetime) -> list[int]:
     )
     stalled = []
     for run_id in candidates.filter(alive_at__lt=cutoff).values_list("pk", flat=True):
-        if _waiting_for_broker(kind, run_id):
-            continue  # its first publish has not happened: the outbox flush handles it
+        if _waiting_for_broker(kind, run_id, cutoff):
+            # Not published yet (the outbox flush handles it), or published less than the
+            # stall time ago: a run made in a long transaction is only as old as its commit.
+            continue
         next_retry = (
             kind.items_of(run_id)
             .filter(status=runs.ItemStatus.PENDING)
@@ -149,11 +151,11 @@ def _stalled_run_ids(kind: runs.RunKind, now: datetime) -> list[int]:
     return stalled
 
 
-def _waiting_for_broker(kind: runs.RunKind, run_id: int) -> bool:
+def _waiting_for_broker(kind: runs.RunKind, run_id: int, cutoff: datetime) -> bool:
     return OutboxMessage.objects.filter(
+        Q(published_at__isnull=True) | Q(published_at__gte=cutoff),
         content_type=ContentType.objects.get_for_model(kind.model),
         object_id=run_id,
-        published_at__isnull=True,
     ).exists()
 
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core import reconciler
-from core.models import DeadLetter
+from core.models import DeadLetter, OutboxMessage
 from core.waiting import wait_for
 from devtools.fulfilment_stub import ALWAYS
 from devtools.httpstub import Response
@@ -177,9 +177,11 @@ def test_a_stage_that_always_fails_ends_in_a_dead_letter(workers, warehouse, car
 
     # Much later, the reconciler has resumed it as often as it may: it gives up, and the
     # orders fail with its reason instead of waiting for ever.
+    an_hour_ago = timezone.now() - timedelta(hours=1)
     FulfilmentBatch.objects.filter(pk=batch.pk).update(
-        resumes=settings.RUN_MAX_RESUMES, progress_at=timezone.now() - timedelta(hours=1)
+        resumes=settings.RUN_MAX_RESUMES, progress_at=an_hour_ago
     )
+    OutboxMessage.objects.update(published_at=an_hour_ago)
     BatchOrder.objects.update(retry_at=None)
     assert reconciler.reconcile().finished == [f"fulfilment batch #{batch.pk}"]
     final = wait_final(orders)

@@ -35,6 +35,8 @@ from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 BENCH_DIR = BASE_DIR / "var" / "bench" / "fairness"
+SQLITE_URL = f"sqlite:///{BENCH_DIR / 'fairness.sqlite3'}"
+POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/bench_fairness"
 sys.path.insert(0, str(BASE_DIR))
 
 
@@ -43,13 +45,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def configure(redis_url: str) -> dict[str, str]:
-    db = BENCH_DIR / "fairness.sqlite3"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+def configure(redis_url: str, database: str) -> dict[str, str]:
     os.environ.update(
         DJANGO_SETTINGS_MODULE="proj.settings", DJANGO_DEBUG="1", SHOP_VAR_DIR=str(BENCH_DIR),
-        DATABASE_URL=f"sqlite:///{db}", CELERY_BROKER_URL=redis_url, DJANGO_LOG_LEVEL="WARNING",
+        DATABASE_URL=database, CELERY_BROKER_URL=redis_url, DJANGO_LOG_LEVEL="WARNING",
         SHOP_ENV_FILE=os.devnull, RUN_STALL_AFTER="15", FAIR_CONTROL_TIMEOUT="0.5",
     )  # fmt: skip
     return dict(os.environ)
@@ -233,7 +232,7 @@ class Bench:
                     sum(j * w for j, w in found) / sum(w for _, w in found) if found
                     else float("nan"),
                     min((j for j, _ in found), default=float("nan")),
-                    len(found),
+                    found,
                 )
                 for window, found in jains.items()
             },
@@ -250,6 +249,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--max-chunks", type=int, default=300)
     parser.add_argument("--skip-many", action="store_true")
+    parser.add_argument("--skip-ab", action="store_true", help="only the many-users run")
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--window", type=float, default=15.0, help="Jain window, seconds")
     args = parser.parse_args()
 
@@ -258,16 +259,15 @@ def main() -> None:
 
     redis = PrivateRedis(BENCH_DIR / "redis")
     redis.start()
-    env = configure(redis.url)
+    env = configure(redis.url, SQLITE_URL if args.database == "sqlite" else POSTGRES_URL)
     import django
 
     django.setup()
-    from django.core.management import call_command
-
+    from bench.refresh import prepare_database
     from core.fleet import WorkerFleet
     from proj.celery import app
 
-    call_command("migrate", verbosity=0)
+    prepare_database(env["DATABASE_URL"])
     fleet = WorkerFleet(app, env, BENCH_DIR / "log", hostname="bench-fair")
     fleet.start((fleet.pool("imports"),))
     load = os.getloadavg()
@@ -278,14 +278,15 @@ def main() -> None:
         rows = []
         bench.design(*shipped)
         bench.ab("warm-up (not shown)", 20, 5)  # first tasks import modules, open pools
-        rows.append(bench.ab("B alone (per-user queues)", args.a, args.b, alone=True))
-        bench.design(0, 1)
-        rows.append(bench.ab("FIFO: one shared queue", args.a, args.b))
-        bench.design(*shipped)
-        rows.append(bench.ab("per-user queues (shipped)", args.a, args.b))
-        bench.design(0, 4)
-        rows.append(bench.ab("hashed shared queues, K=4", args.a, args.b))
-        bench.design(*shipped)
+        if not args.skip_ab:
+            rows.append(bench.ab("B alone (per-user queues)", args.a, args.b, alone=True))
+            bench.design(0, 1)
+            rows.append(bench.ab("FIFO: one shared queue", args.a, args.b))
+            bench.design(*shipped)
+            rows.append(bench.ab("per-user queues (shipped)", args.a, args.b))
+            bench.design(0, 4)
+            rows.append(bench.ab("hashed shared queues, K=4", args.a, args.b))
+            bench.design(*shipped)
         many = None if args.skip_many else bench.many(args.users, args.max_chunks)
     finally:
         fleet.stop()
@@ -296,7 +297,14 @@ def main() -> None:
     print(f"\nFairness: A = {args.a} chunk tasks, B = {args.b} one second later; "
           f"{bench.chunk} rows per chunk; pool imports: {len(pool.nodes)} gevent nodes x "
           f"{pool.concurrency}; {cores} CPUs; load average before {load[0]:.2f} "
-          f"{load[1]:.2f} {load[2]:.2f}; broker: private redis; SQLite\n")  # fmt: skip
+          f"{load[1]:.2f} {load[2]:.2f}; broker: private redis; {args.database}\n")  # fmt: skip
+    if rows:
+        print_ab(rows, cores)
+    if many:
+        print_many(many, cores)
+
+
+def print_ab(rows: list[dict[str, Any]], cores: int) -> None:
     print("| design | queues (A / B) | B done (s) | A done (s) | wall (s) | CPU (s) "
           "| CPU floor (s) | CPU per chunk (ms) |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -314,33 +322,37 @@ def main() -> None:
     )
     print(f"A per-user / A FIFO: {fair_['a'] / fifo['a']:.2f}x (target <= 1.1x); "
           f"A hashed / A FIFO: {hashed['a'] / fifo['a']:.2f}x")  # fmt: skip
-    if many:
-        small = many["small"]
+
+
+def print_many(many: dict[str, Any], cores: int) -> None:
+    small = many["small"]
+    print(
+        f"\nMany users: {many['users']} users, {many['chunks']:,} chunk tasks, submitted "
+        f"in {many['submitted_in']:.2f} s; one imports node killed and restarted half-way"
+    )
+    print(
+        f"  wall {many['wall']:.1f} s, CPU {many['cpu']:.1f} s (floor "
+        f"{many['cpu'] / cores:.1f} s), {1000 * many['cpu'] / many['chunks']:.1f} ms CPU "
+        "per chunk"
+    )
+    for window, (mean, low, found) in many["jain"].items():
         print(
-            f"\nMany users: {many['users']} users, {many['chunks']:,} chunk tasks, submitted "
-            f"in {many['submitted_in']:.2f} s; one imports node killed and restarted half-way"
+            f"  Jain's fairness index over {len(found)} windows of {window:g} s before the "
+            f"kill: mean {mean:.3f} (weighted by active users), min {low:.3f} "
+            "(target >= 0.95)"
         )
-        print(
-            f"  wall {many['wall']:.1f} s, CPU {many['cpu']:.1f} s (floor "
-            f"{many['cpu'] / cores:.1f} s), {1000 * many['cpu'] / many['chunks']:.1f} ms CPU "
-            "per chunk"
-        )
-        for window, (mean, low, count) in many["jain"].items():
-            print(
-                f"  Jain's fairness index over {count} windows of {window:g} s before the "
-                f"kill: mean {mean:.3f} (weighted by active users), min {low:.3f} "
-                "(target >= 0.95)"
-            )
-        print(
-            f"  smallest jobs ({len(small)}, <= {max(small)[1] if small else 0} chunks): "
-            f"median {statistics.median(t for t, _ in small):.2f} s, "
-            f"max {max(t for t, _ in small):.2f} s"
-        )
-        print(
-            f"  runs not succeeded: {many['failed_runs']}; rows lost: {many['rows_lost']}; "
-            f"after the sweep: {many['registry_left']} registry rows, "
-            f"{many['queues_left']} queues, {many['bindings_left']} bindings left"
-        )
+        print("    each window (index/active users): "
+              + " ".join(f"{j:.2f}/{n}" for j, n in found))  # fmt: skip
+    print(
+        f"  smallest jobs ({len(small)}, <= {max(small)[1] if small else 0} chunks): "
+        f"median {statistics.median(t for t, _ in small):.2f} s, "
+        f"max {max(t for t, _ in small):.2f} s"
+    )
+    print(
+        f"  runs not succeeded: {many['failed_runs']}; rows lost: {many['rows_lost']}; "
+        f"after the sweep: {many['registry_left']} registry rows, "
+        f"{many['queues_left']} queues, {many['bindings_left']} bindings left"
+    )
 
 
 if __name__ == "__main__":

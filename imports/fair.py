@@ -6,8 +6,9 @@ to agree with it:
 - `queue_assign` (in the transaction that starts an import) picks the user's queue, or a
   hashed overflow queue once FAIR_MAX_QUEUES user queues are active, under a registry lock;
 - `queues_sync` tells the pool's nodes, by name (`destination=`), to consume what they
-  miss and cancel what is gone, then checks with `inspect active_queues` that they do:
-  `add_consumer` answers OK before the worker consumes anything (celery#5221);
+  miss (all of it in one command per node) and cancel what is gone, then checks with
+  `inspect active_queues` that they do: a control command answers OK before the worker
+  consumes anything (celery#5221);
 - a node that starts consumes every active queue before it takes work (imports.worker);
 - `queues_sweep` (the reconciler's pass) retires a queue with no import in flight, no
   message and no use for FAIR_QUEUE_IDLE_SECONDS: nodes stop consuming, it is deleted
@@ -206,13 +207,22 @@ def queues_sync(*, app: Any = None, wait: float = 5.0) -> SyncResult:
             to_add.setdefault(queue, []).append(node)
         for queue in {q for q in consumed if USER_QUEUES.owns(q)} - wanted:
             to_cancel.setdefault(queue, []).append(node)
+    # One command per node with every queue it misses (imports.worker.imports_consume):
+    # the queues join its round robin together, not one round trip after another.
+    by_node: dict[str, list[str]] = {}
     for queue, targets in sorted(to_add.items()):
-        app.control.add_consumer(queue, destination=targets, reply=True, timeout=timeout)
+        for node in targets:
+            by_node.setdefault(node, []).append(queue)
         result.added += [f"{queue}@{n.split('@')[0]}" for n in targets]
+    for node, queues in sorted(by_node.items()):
+        app.control.broadcast(
+            "imports_consume", arguments={"queues": queues}, destination=[node],
+            reply=True, timeout=timeout,
+        )  # fmt: skip
     for queue, targets in sorted(to_cancel.items()):
         app.control.cancel_consumer(queue, destination=targets, reply=True, timeout=timeout)
         result.cancelled += [f"{queue}@{n.split('@')[0]}" for n in targets]
-    # "OK" from add_consumer only means the command was received: look at what they consume.
+    # "OK" from a control command only means the command was received: look at what they consume.
     seen = dict(nodes)
     if to_add or to_cancel:
         deadline = time.monotonic() + wait

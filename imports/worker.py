@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from celery.signals import celeryd_after_setup
+from celery.worker.control import control_command
 from django.db import DatabaseError, connections
 
 logger = logging.getLogger("imports.worker")
@@ -45,3 +46,26 @@ def consume_active_user_queues(sender: str, instance: Any, **kwargs: Any) -> Non
         "%s consumes %d active user queue(s) from the registry before taking work: %s",
         sender, len(names), ", ".join(names) or "-",
     )  # fmt: skip
+
+
+@control_command(args=[("queues", str)], signature="<queue>[,<queue>...]")
+def imports_consume(state: Any, queues: str | list[str], **kwargs: Any) -> dict[str, str]:
+    """Consume several user queues in one step (queues_sync sends this, one per node).
+
+    Celery's add_consumer takes one queue per round trip: with many users starting at
+    once, the first queues added took every slot for seconds before the last were
+    consumed. Added together, they all enter the node's round robin at the same moment.
+    """
+    from imports.fair import family_pool
+
+    names = queues.split(",") if isinstance(queues, str) else list(queues)
+    consumer = state.consumer
+    if not set(family_pool().queues) <= set(consumer.app.amqp.queues.consume_from):
+        return {"error": "not a node of the imports pool"}  # celery#3399
+
+    def add_all() -> None:
+        for name in names:
+            consumer.add_task_queue(name)
+
+    consumer.call_soon(add_all)
+    return {"ok": f"consuming {len(names)} more queue(s)"}

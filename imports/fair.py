@@ -29,7 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from core.runs import UNFINISHED
@@ -153,7 +153,7 @@ def broker_delete(name: str, app: Any = None) -> bool:
 def pool_nodes(app: Any = None, timeout: float | None = None) -> dict[str, set[str]]:
     """Every live node of the family's pool and the queues it consumes right now.
 
-    A node belongs to the pool when it consumes the pool's own queues (`imports.runs`):
+    A node belongs to the pool when it consumes the pool's own queue (`imports.nodes`):
     whatever the host calls it, and no node of another pool ever gets a user queue.
     """
     app = app or _app()
@@ -191,6 +191,20 @@ class SyncResult:
         if self.unconfirmed:
             parts.append(f"NOT confirmed: {', '.join(self.unconfirmed)}")
         return "user queues: " + "; ".join(parts) if parts else ""
+
+
+def queues_sync_needed() -> bool:
+    """Whether an active queue was assigned since the last sync saw it consumed.
+
+    Many imports starting together each ask for a sync; the first one covers them all,
+    and the others need not spend a control round trip (and an imports slot) each. The
+    reconciler's pass syncs regardless, so a node that lost its queues is still caught.
+    """
+    return (
+        ImportQueue.objects.filter(state=State.ACTIVE)
+        .filter(Q(checked_at__isnull=True) | Q(checked_at__lt=F("last_used_at")) | Q(consumers=[]))
+        .exists()
+    )
 
 
 def queues_sync(*, app: Any = None, wait: float = 5.0) -> SyncResult:

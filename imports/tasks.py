@@ -1,6 +1,6 @@
 """Thin tasks: deserialize, call a service. Chunks go to the queue their run was given
 (a user queue, set on the signature by imports.workflows); the rest is routed by the
-topology to `imports.runs`.
+topology to the callbacks node, so it never waits a turn in the users' round robin.
 """
 
 from __future__ import annotations
@@ -29,4 +29,6 @@ def import_run_finish(self: Task, run_id: int) -> str:
 @shared_task(bind=True, base=ShopTask, name="imports.tasks.fair_queues_sync")
 def fair_queues_sync(self: Task) -> str:
     """A queue was made or revived: every imports node consumes it, checked."""
+    if not fair.queues_sync_needed():
+        return "already in agreement"  # a sync since the queue was assigned saw it consumed
     return fair.queues_sync().summary() or "in agreement"

@@ -41,7 +41,7 @@ def test_user_queues_live_and_go_on_rabbitmq(worker_fleet, transactional_db, tmp
                         hostname="imports-amqp")  # fmt: skip
     user = make_staff("rabbit", "add_importrun")
     with publishing_to(app, AMQP_URL):
-        fleet.start((fleet.pool("imports"),))
+        fleet.start((fleet.pool("imports"), fleet.pool("callbacks")))  # chunks; finish, sync
         try:
             run = wait_run(start(user, catalogue(3), chunk_size=1))
             assert run.status == ImportRun.Status.SUCCEEDED and run.rows_created == 3

@@ -91,3 +91,20 @@ def test_the_queue_page_shows_an_active_user_queue_and_its_consumers(workers, fa
     member = rows[assignment.queue]
     assert member.pools == ["imports"] and "family imports.user.<id>" in member.purpose
     assert member.consumers == sorted(workers.nodes("imports"))
+
+
+def test_a_burst_of_imports_needs_one_sync(workers, fair_queues, app):
+    first = wait_run(start(make_staff("first", "add_importrun"), catalogue(1), chunk_size=1))
+    nodes = workers.nodes("imports")
+    wait_for(lambda: all(first.queue in q for q in consumed_by(app, nodes).values()), timeout=30)
+    fair.queues_sync()  # what the first sync of a burst does: every active queue seen consumed
+    row = ImportQueue.objects.get(name=first.queue)
+    assert sorted(row.consumers) == sorted(nodes)  # as the queue page shows it
+    assert not fair.queues_sync_needed()  # the burst's other syncs return at once
+
+    # A new user's queue, assigned after that sync: a sync is needed again.
+    services.import_run_create(
+        validation=services.catalogue_validate(catalogue(1, start=70)), file_name="y.csv",
+        trigger="command", requested_by=make_staff("second", "add_importrun"),
+    )  # fmt: skip
+    assert fair.queues_sync_needed()

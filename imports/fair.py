@@ -33,7 +33,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from core.runs import UNFINISHED
-from imports.models import ImportQueue, ImportRun
+from imports.models import ImportChunk, ImportQueue, ImportRun
 from proj import topology
 from proj.topology.imports import USER_QUEUES
 
@@ -113,6 +113,35 @@ def queue_for_resume(run: ImportRun) -> Assignment:
     ImportRun.objects.filter(pk=run.pk).update(queue=assignment.queue)
     run.queue = assignment.queue
     return Assignment(assignment.queue, True)
+
+
+# Chunk priorities by the work the queue already holds: its first chunks outrank a long
+# import's later ones. On Redis, kombu pops every consumed queue's priority-0 key before
+# any priority-3 key (then 6, 9), and rotates among the queues within a level; RabbitMQ
+# ignores message priority on these queues and serves them plain round-robin.
+PRIORITY_LEVELS = ((16, 0), (64, 3), (256, 6))  # (chunks ahead of it below this, priority)
+LAST_PRIORITY = 9
+
+
+def chunk_priority(ahead: int) -> int:
+    """A chunk's priority from the chunks waiting ahead of it on its queue.
+
+    A user who starts an import while another has thousands of chunks queued gets one
+    round of the pool's slots (16 chunks) at the top level, and the next levels before
+    the big import's tail, so a small import finishes in about the time it takes alone;
+    two big imports still alternate chunk by chunk. A user cannot jump the line by
+    splitting work into many small imports: the count is of their queue's backlog.
+    """
+    for below, priority in PRIORITY_LEVELS:
+        if ahead < below:
+            return priority
+    return LAST_PRIORITY
+
+
+def queue_backlog(name: str, exclude_run: int | None = None) -> int:
+    """Chunks still pending on queue `name` (of other runs than `exclude_run`)."""
+    pending = ImportChunk.objects.filter(run__queue=name, status=ImportChunk.Status.PENDING)
+    return pending.exclude(run_id=exclude_run).count()
 
 
 def queue_touch(name: str) -> None:

@@ -32,9 +32,13 @@ def import_remaining_work(run: ImportRun) -> Signature:
     # process last declared it: core.families). Within one group the first chunk's publish
     # declares it and the run in flight keeps the sweep away, so the others skip that
     # round trip to the broker (a third of a chunk's publishing cost).
+    # Each chunk's priority counts the queue's backlog ahead of it (fair.chunk_priority).
+    ahead = fair.queue_backlog(run.queue, exclude_run=run.pk)
     header = group(
         import_chunk_apply.si(run_id=run.pk, chunk_id=pk).set(
-            queue=run.queue, **({} if i == 0 else {"declare": []})
+            queue=run.queue,
+            priority=fair.chunk_priority(ahead + i),
+            **({} if i == 0 else {"declare": []}),
         )
         for i, pk in enumerate(pending)
     )

@@ -1,0 +1,54 @@
+"""Chunk priorities by the backlog ahead (imports.fair.chunk_priority), seen on the broker.
+
+Published to a Redis database no worker reads: what each queue holds at which priority is
+exactly what the imports nodes would be offered (kombu pops priority 0 of every queue
+before any priority 3, and so on).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+from django.conf import settings
+
+from tests.imports.conftest import catalogue
+from tests.imports.test_fairness import start
+from tests.support.factories import make_staff
+from tests.support.faults import publishing_to
+
+SEP = "\x06\x16"  # kombu's separator between a queue's name and its priority
+
+
+@pytest.fixture
+def unread_broker(app):
+    base = settings.CELERY_BROKER_URL.rsplit("/", 1)[0]
+    url = f"{base}/{os.environ.get('TEST_ISOLATED_REDIS_DB', '14')}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    with publishing_to(app, url):
+        yield client
+    client.flushdb()
+
+
+def by_priority(client: redis.Redis, queue: str) -> dict[int, int]:
+    keys = {0: queue, 3: f"{queue}{SEP}3", 6: f"{queue}{SEP}6", 9: f"{queue}{SEP}9"}
+    return {p: n for p, key in keys.items() if (n := client.llen(key))}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_newcomers_chunks_outrank_a_big_imports_tail(unread_broker):
+    alice = make_staff("alice", "add_importrun")
+    bob = make_staff("bob", "add_importrun")
+
+    big = start(alice, catalogue(100), chunk_size=1)
+    assert by_priority(unread_broker, big.queue) == {0: 16, 3: 48, 6: 36}
+
+    small = start(bob, catalogue(20, start=500), chunk_size=1)
+    assert by_priority(unread_broker, small.queue) == {0: 16, 3: 4}
+
+    # Alice cannot jump the line by splitting her work: her next import counts her backlog.
+    again = start(alice, catalogue(2, start=900), chunk_size=1)
+    assert again.queue == big.queue
+    assert by_priority(unread_broker, big.queue) == {0: 16, 3: 48, 6: 38}

@@ -119,18 +119,21 @@ def queue_for_resume(run: ImportRun) -> Assignment:
 # import's later ones. On Redis, kombu pops every consumed queue's priority-0 key before
 # any priority-3 key (then 6, 9), and rotates among the queues within a level; RabbitMQ
 # ignores message priority on these queues and serves them plain round-robin.
-PRIORITY_LEVELS = ((16, 0), (64, 3), (256, 6))  # (chunks ahead of it below this, priority)
+# (chunks ahead of it below this, priority): with 20-row chunks, the first 1,280 rows of a
+# queue's backlog, then up to 5,120, then 20,480, then the rest.
+PRIORITY_LEVELS = ((64, 0), (256, 3), (1024, 6))
 LAST_PRIORITY = 9
 
 
 def chunk_priority(ahead: int) -> int:
     """A chunk's priority from the chunks waiting ahead of it on its queue.
 
-    A user who starts an import while another has thousands of chunks queued gets one
-    round of the pool's slots (16 chunks) at the top level, and the next levels before
-    the big import's tail, so a small import finishes in about the time it takes alone;
-    two big imports still alternate chunk by chunk. A user cannot jump the line by
-    splitting work into many small imports: the count is of their queue's backlog.
+    A user who starts a small import while another has thousands of chunks queued goes
+    first (up to 64 chunks at the top level, the next levels before the big import's
+    tail), so it finishes in about the time it takes alone; two big imports still
+    alternate chunk by chunk, and users who start together stay on the same level. A user
+    cannot jump the line by splitting work into many small imports: the count is of their
+    queue's backlog.
     """
     for below, priority in PRIORITY_LEVELS:
         if ahead < below:

@@ -42,13 +42,13 @@ def test_a_newcomers_chunks_outrank_a_big_imports_tail(unread_broker):
     alice = make_staff("alice", "add_importrun")
     bob = make_staff("bob", "add_importrun")
 
-    big = start(alice, catalogue(100), chunk_size=1)
-    assert by_priority(unread_broker, big.queue) == {0: 16, 3: 48, 6: 36}
+    big = start(alice, catalogue(300), chunk_size=1)
+    assert by_priority(unread_broker, big.queue) == {0: 64, 3: 192, 6: 44}
 
     small = start(bob, catalogue(20, start=500), chunk_size=1)
-    assert by_priority(unread_broker, small.queue) == {0: 16, 3: 4}
+    assert by_priority(unread_broker, small.queue) == {0: 20}
 
     # Alice cannot jump the line by splitting her work: her next import counts her backlog.
     again = start(alice, catalogue(2, start=900), chunk_size=1)
     assert again.queue == big.queue
-    assert by_priority(unread_broker, big.queue) == {0: 16, 3: 48, 6: 38}
+    assert by_priority(unread_broker, big.queue) == {0: 64, 3: 192, 6: 46}

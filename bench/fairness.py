@@ -1,24 +1,27 @@
-"""Benchmark: does a small import wait behind a big one? Four designs side by side.
+"""Benchmark: does a small import wait behind a big one? Five designs side by side.
 
-    .venv/bin/python bench/fairness.py [--a 1500] [--b 50] [--users 100] [--max-chunks 300]
-                                        [--window 15]
+    .venv/bin/python bench/fairness.py [--database sqlite|postgres] [--a 1500] [--b 50]
+        [--users 100] [--max-chunks 300] [--window 15] [--skip-ab] [--skip-many]
 
 Everything is its own: a redis-server on a free port (devtools.redis_server.PrivateRedis),
-a SQLite file in var/bench/fairness/, the `imports` pool's nodes as the Procfile runs them.
-Chunks are real import chunks (IMPORTS_CHUNK_SIZE rows creating products).
+a SQLite file in var/bench/fairness/ (or the PostgreSQL database bench_fairness), the
+`imports` and `callbacks` pools' nodes as the Procfile runs them. Chunks are real import
+chunks (IMPORTS_CHUNK_SIZE rows creating products).
 
 A/B: user A submits an import of --a chunk tasks; one second later user B submits --b.
-B's and A's completion time (submit -> last row applied) in four designs:
+B's and A's completion time (submit -> last row applied) in five designs:
   B alone         per-user queues, B only;
   FIFO            every chunk on one shared queue (FAIR_MAX_QUEUES=0, 1 overflow queue);
-  per-user        per-user queues as shipped;
+  small first     per-user queues with chunk priorities by backlog, as shipped;
+  round robin     per-user queues without priorities (FAIR_PRIORITY_CHUNKS=0);
   hashed K=4      users hashed onto 4 shared queues (FAIR_MAX_QUEUES=0, 4 overflow queues).
-Many users: --users users submit 1..--max-chunks chunk tasks each in one transaction (so
-all start together), on per-user queues; once half the chunks are done one imports node
-is killed and restarted. Reported: Jain's fairness index of the users' throughput over
-windows of 5 s and of --window s (users with work left through the whole window) before
-the kill, the completion times of the smallest jobs, runs or rows lost, and the queues
-left behind after the reconciler's sweep. CPU: every worker, redis and this process.
+Many users, with and without priorities: --users users submit 1..--max-chunks chunk tasks
+each in one transaction (so all start together); once half the chunks are done one
+imports node is killed and restarted. Reported: Jain's fairness index of the users'
+throughput over windows of 5 s and of --window s (users with work left through the whole
+window) from the moment every user's work is published until the kill, the completion
+times of the smallest jobs, runs or rows lost, and the queues left behind after the
+reconciler's sweep. CPU: every worker, redis and this process.
 """
 
 from __future__ import annotations
@@ -89,9 +92,11 @@ class Bench:
         )  # fmt: skip
         return run
 
-    def design(self, max_queues: int, overflow: int) -> None:
+    def design(self, max_queues: int, overflow: int, priority_chunks: int) -> None:
+        # Priorities are chosen where the work is published: in this process.
         self.settings.FAIR_MAX_QUEUES = max_queues
         self.settings.FAIR_OVERFLOW_QUEUES = overflow
+        self.settings.FAIR_PRIORITY_CHUNKS = priority_chunks
 
     def wait(self, runs: list[Any], timeout: float = 1800) -> None:
         from imports.models import ImportRun
@@ -290,20 +295,28 @@ def main() -> None:
     try:
         bench = Bench(fleet, redis)
         bench.window = args.window
-        shipped = (bench.settings.FAIR_MAX_QUEUES, bench.settings.FAIR_OVERFLOW_QUEUES)
+        s = bench.settings
+        shipped = (s.FAIR_MAX_QUEUES, s.FAIR_OVERFLOW_QUEUES, s.FAIR_PRIORITY_CHUNKS)
+        plain = (*shipped[:2], 0)  # per-user queues, no priorities: plain round robin
         rows = []
         bench.design(*shipped)
         bench.ab("warm-up (not shown)", 20, 5)  # first tasks import modules, open pools
         if not args.skip_ab:
             rows.append(bench.ab("B alone (per-user queues)", args.a, args.b, alone=True))
-            bench.design(0, 1)
+            bench.design(0, 1, shipped[2])
             rows.append(bench.ab("FIFO: one shared queue", args.a, args.b))
             bench.design(*shipped)
-            rows.append(bench.ab("per-user queues (shipped)", args.a, args.b))
-            bench.design(0, 4)
+            rows.append(bench.ab("per-user queues, small first (shipped)", args.a, args.b))
+            bench.design(*plain)
+            rows.append(bench.ab("per-user queues, plain round robin", args.a, args.b))
+            bench.design(0, 4, shipped[2])
             rows.append(bench.ab("hashed shared queues, K=4", args.a, args.b))
+        many = []
+        if not args.skip_many:
+            for label, design in (("small first (shipped)", shipped), ("plain round robin", plain)):
+                bench.design(*design)
+                many.append((label, bench.many(args.users, args.max_chunks)))
             bench.design(*shipped)
-        many = None if args.skip_many else bench.many(args.users, args.max_chunks)
     finally:
         fleet.stop()
         redis.stop()
@@ -316,8 +329,8 @@ def main() -> None:
           f"{load[1]:.2f} {load[2]:.2f}; broker: private redis; {args.database}\n")  # fmt: skip
     if rows:
         print_ab(rows, cores)
-    if many:
-        print_many(many, cores)
+    for label, result in many:
+        print_many(label, result, cores)
 
 
 def print_ab(rows: list[dict[str, Any]], cores: int) -> None:
@@ -330,20 +343,21 @@ def print_ab(rows: list[dict[str, Any]], cores: int) -> None:
             f"| {r['label']} | {r['queues']} | {r['b']:.2f} | {a} | {r['wall']:.1f} | "
             f"{r['cpu']:.1f} | {r['cpu'] / cores:.1f} | {1000 * r['cpu'] / r['chunks']:.1f} |"
         )
-    alone, fifo, fair_, hashed = rows
+    alone, fifo, fair_, plain, hashed = rows
     print(
         f"\nB per-user / B alone: {fair_['b'] / alone['b']:.2f}x (target <= 1.5x); "
-        f"B FIFO / B alone: {fifo['b'] / alone['b']:.2f}x; "
-        f"B hashed / B alone: {hashed['b'] / alone['b']:.2f}x"
+        f"plain round robin {plain['b'] / alone['b']:.2f}x; "
+        f"FIFO {fifo['b'] / alone['b']:.2f}x; hashed {hashed['b'] / alone['b']:.2f}x"
     )
     print(f"A per-user / A FIFO: {fair_['a'] / fifo['a']:.2f}x (target <= 1.1x); "
-          f"A hashed / A FIFO: {hashed['a'] / fifo['a']:.2f}x")  # fmt: skip
+          f"plain round robin {plain['a'] / fifo['a']:.2f}x; "
+          f"hashed {hashed['a'] / fifo['a']:.2f}x")  # fmt: skip
 
 
-def print_many(many: dict[str, Any], cores: int) -> None:
+def print_many(label: str, many: dict[str, Any], cores: int) -> None:
     small = many["small"]
     print(
-        f"\nMany users: {many['users']} users, {many['chunks']:,} chunk tasks, submitted "
+        f"\nMany users, {label}: {many['users']} users, {many['chunks']:,} chunk tasks, submitted "
         f"in {many['submitted_in']:.2f} s (one transaction; their work published at its "
         f"commit, the last user's {many['publish_spread']:.2f} s after the first's); one imports "
         "node killed and restarted half-way"

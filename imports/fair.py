@@ -119,26 +119,29 @@ def queue_for_resume(run: ImportRun) -> Assignment:
 # import's later ones. On Redis, kombu pops every consumed queue's priority-0 key before
 # any priority-3 key (then 6, 9), and rotates among the queues within a level; RabbitMQ
 # ignores message priority on these queues and serves them plain round-robin.
-# (chunks ahead of it below this, priority): with 20-row chunks, the first 1,280 rows of a
-# queue's backlog, then up to 5,120, then 20,480, then the rest.
-PRIORITY_LEVELS = ((64, 0), (256, 3), (1024, 6))
-LAST_PRIORITY = 9
+PRIORITIES = (0, 3, 6, 9)
 
 
 def chunk_priority(ahead: int) -> int:
     """A chunk's priority from the chunks waiting ahead of it on its queue.
 
-    A user who starts a small import while another has thousands of chunks queued goes
-    first (up to 64 chunks at the top level, the next levels before the big import's
-    tail), so it finishes in about the time it takes alone; two big imports still
-    alternate chunk by chunk, and users who start together stay on the same level. A user
-    cannot jump the line by splitting work into many small imports: the count is of their
-    queue's backlog.
+    With N = FAIR_PRIORITY_CHUNKS, a queue's first N chunks of backlog go first, then the
+    next up to 4N, then up to 16N, then the rest. A user who starts a small import while
+    another has thousands of chunks queued goes ahead of the big import's tail, so it
+    finishes in about the time it takes alone (plain round robin gives it half the pool:
+    twice that); two big imports still alternate chunk by chunk. Users who start together
+    move through the levels together; one published seconds after the others catches up
+    at each level, which shows as a briefly uneven share (bench/fairness.py). A user
+    cannot jump the line by splitting work into many small imports: the count is of
+    their queue's backlog.
     """
-    for below, priority in PRIORITY_LEVELS:
+    first = settings.FAIR_PRIORITY_CHUNKS
+    if not first:
+        return PRIORITIES[0]
+    for level, below in enumerate((first, 4 * first, 16 * first)):
         if ahead < below:
-            return priority
-    return LAST_PRIORITY
+            return PRIORITIES[level]
+    return PRIORITIES[-1]
 
 
 def queue_backlog(name: str, exclude_run: int | None = None) -> int:

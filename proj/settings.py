@@ -522,10 +522,19 @@ FAIR_QUEUE_IDLE_SECONDS = env_int("FAIR_QUEUE_IDLE_SECONDS", 300)
 # How long to wait for the imports nodes to answer a control command (add/cancel consumer,
 # active_queues) before treating a silent node as not (yet) consuming.
 FAIR_CONTROL_TIMEOUT = float(os.environ.get("FAIR_CONTROL_TIMEOUT", "1.0"))
-if FAIR_MAX_QUEUES < 0 or FAIR_OVERFLOW_QUEUES < 1 or FAIR_QUEUE_IDLE_SECONDS < 0:
+# Small imports first (Redis): the first FAIR_PRIORITY_CHUNKS chunks of a queue's backlog
+# outrank the next 4x, which outrank the next 16x, which outrank the rest; 0 turns it off
+# (plain round robin between users). imports.fair.chunk_priority says why.
+FAIR_PRIORITY_CHUNKS = env_int("FAIR_PRIORITY_CHUNKS", 16)
+if (
+    FAIR_MAX_QUEUES < 0
+    or FAIR_OVERFLOW_QUEUES < 1
+    or FAIR_QUEUE_IDLE_SECONDS < 0
+    or FAIR_PRIORITY_CHUNKS < 0
+):
     raise ImproperlyConfigured(
-        "FAIR_MAX_QUEUES must be 0 or more, FAIR_OVERFLOW_QUEUES 1 or more and "
-        "FAIR_QUEUE_IDLE_SECONDS 0 or more."
+        "FAIR_MAX_QUEUES, FAIR_QUEUE_IDLE_SECONDS and FAIR_PRIORITY_CHUNKS must be 0 or more, "
+        "FAIR_OVERFLOW_QUEUES 1 or more."
     )
 # Confirmed rows per chunk task: smaller chunks interleave users more finely (a newcomer
 # waits for at most one chunk per worker slot), bigger ones cost less per row.

@@ -38,17 +38,25 @@ def by_priority(client: redis.Redis, queue: str) -> dict[int, int]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_newcomers_chunks_outrank_a_big_imports_tail(unread_broker):
+def test_a_newcomers_chunks_outrank_a_big_imports_tail(unread_broker, settings):
+    settings.FAIR_PRIORITY_CHUNKS = 16
     alice = make_staff("alice", "add_importrun")
     bob = make_staff("bob", "add_importrun")
 
     big = start(alice, catalogue(300), chunk_size=1)
-    assert by_priority(unread_broker, big.queue) == {0: 64, 3: 192, 6: 44}
+    assert by_priority(unread_broker, big.queue) == {0: 16, 3: 48, 6: 192, 9: 44}
 
     small = start(bob, catalogue(20, start=500), chunk_size=1)
-    assert by_priority(unread_broker, small.queue) == {0: 20}
+    assert by_priority(unread_broker, small.queue) == {0: 16, 3: 4}
 
     # Alice cannot jump the line by splitting her work: her next import counts her backlog.
     again = start(alice, catalogue(2, start=900), chunk_size=1)
     assert again.queue == big.queue
-    assert by_priority(unread_broker, big.queue) == {0: 64, 3: 192, 6: 46}
+    assert by_priority(unread_broker, big.queue) == {0: 16, 3: 48, 6: 192, 9: 46}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_priorities_users_alternate_plainly(unread_broker, settings):
+    settings.FAIR_PRIORITY_CHUNKS = 0
+    run = start(make_staff("carol", "add_importrun"), catalogue(40), chunk_size=1)
+    assert by_priority(unread_broker, run.queue) == {0: 40}

@@ -292,6 +292,21 @@ def queues_sync(*, app: Any = None, wait: float = 5.0) -> SyncResult:
     return result
 
 
+def queues_announce(names: list[str], app: Any = None) -> None:
+    """Tell every node to consume `names` now, without waiting for answers.
+
+    Sent when an import's transaction commits, so a new user's first chunks need not wait
+    for the sync task's round trips (an `inspect` that waits out FAIR_CONTROL_TIMEOUT);
+    the sync still checks that every node consumes them. Broadcast to all nodes: those
+    outside the imports pool refuse the command (imports.worker.imports_consume).
+    """
+    app = app or _app()
+    try:
+        app.control.broadcast("imports_consume", arguments={"queues": names}, reply=False)
+    except Exception as exc:  # broker down: the sync (an outbox message) will do it
+        logger.warning("Could not announce user queues %s: %s", names, exc)
+
+
 def _record_consumers(seen: dict[str, set[str]]) -> None:
     now = timezone.now()
     for row in ImportQueue.objects.all():

@@ -50,6 +50,8 @@ def _tell_nodes(assignment: fair.Assignment, run: ImportRun) -> None:
         outbox_enqueue(
             fair_queues_sync.si(), description=f"consume {assignment.queue} ({run})", run=run
         )
+        # At once too, unconfirmed: the sync's round trips would delay the first chunks.
+        transaction.on_commit(lambda: fair.queues_announce([assignment.queue]))
 
 
 def import_run_request(

@@ -8,6 +8,7 @@ retries, dead letters, replay, the delivery limit.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,6 @@ def touch(path: str) -> str:
 @shared_task(base=ShopTask, name="devtools.tasks.hold")
 def hold(marker: str, started: str) -> str:
     """Hold a worker slot while `marker` exists (a long task), yielding to other greenlets."""
-    import time
-
     Path(started).write_text("started")
     while Path(marker).exists():
         time.sleep(0.05)

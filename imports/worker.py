@@ -19,13 +19,19 @@ from django.db import DatabaseError, connections
 logger = logging.getLogger("imports.worker")
 
 
+def is_imports_node(app: Any) -> bool:
+    """A node of the imports pool consumes its own queue; only those get user queues."""
+    from imports.fair import family_pool
+
+    return set(family_pool().queues) <= set(app.amqp.queues.consume_from)
+
+
 @celeryd_after_setup.connect
 def consume_active_user_queues(sender: str, instance: Any, **kwargs: Any) -> None:
-    from imports.fair import family_pool
     from imports.models import ImportQueue
 
     queues = instance.app.amqp.queues
-    if not set(family_pool().queues) <= set(queues.consume_from):
+    if not is_imports_node(instance.app):
         return  # not a node of the imports pool
     try:
         names = list(
@@ -56,11 +62,9 @@ def imports_consume(state: Any, queues: str | list[str], **kwargs: Any) -> dict[
     once, the first queues added took every slot for seconds before the last were
     consumed. Added together, they all enter the node's round robin at the same moment.
     """
-    from imports.fair import family_pool
-
     names = queues.split(",") if isinstance(queues, str) else list(queues)
     consumer = state.consumer
-    if not set(family_pool().queues) <= set(consumer.app.amqp.queues.consume_from):
+    if not is_imports_node(consumer.app):
         return {"error": "not a node of the imports pool"}  # celery#3399
 
     def add_all() -> None:

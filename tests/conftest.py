@@ -17,6 +17,7 @@ from devtools.fulfilment_stub import CarrierStub, WarehouseStub
 from devtools.httpstub import RecordingServer, Request, Response
 from devtools.supplier_stub import SupplierStub
 from proj.celery import app as celery_app
+from tests.support.faults import publishing_to
 
 
 def _redis_url(db: int) -> str:
@@ -110,6 +111,18 @@ def isolated_broker() -> Iterator[tuple[Connection, redis.Redis]]:
     client.flushdb()
     with celery_app.connection_for_write(url) as conn:
         yield conn, client
+    client.flushdb()
+
+
+@pytest.fixture
+def unread_broker(app: Any) -> Iterator[redis.Redis]:
+    """This process publishes to the isolated broker database (no worker reads it): what a
+    workflow publishes stays there to be looked at; yields a client on it."""
+    url = _redis_url(int(os.environ.get("TEST_ISOLATED_REDIS_DB", "14")))
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    with publishing_to(app, url):
+        yield client
     client.flushdb()
 
 

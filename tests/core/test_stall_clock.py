@@ -7,26 +7,15 @@ Published to a Redis database no worker reads, so nothing moves the run but the 
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from core import reconciler
 from core.models import OutboxMessage, RunEvent
 from shop.models import Product, RefreshRun
 from shop.workflows import refresh_run_request
-from tests.support.faults import publishing_to
-
-
-@pytest.fixture
-def unread_broker(app):
-    base = settings.CELERY_BROKER_URL.rsplit("/", 1)[0]
-    url = f"{base}/{os.environ.get('TEST_ISOLATED_REDIS_DB', '14')}"
-    with publishing_to(app, url):
-        yield
 
 
 @pytest.mark.django_db(transaction=True)

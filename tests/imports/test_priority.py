@@ -7,29 +7,14 @@ before any priority 3, and so on).
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import redis
-from django.conf import settings
 
 from tests.imports.conftest import catalogue
 from tests.imports.test_fairness import start
 from tests.support.factories import make_staff
-from tests.support.faults import publishing_to
 
 SEP = "\x06\x16"  # kombu's separator between a queue's name and its priority
-
-
-@pytest.fixture
-def unread_broker(app):
-    base = settings.CELERY_BROKER_URL.rsplit("/", 1)[0]
-    url = f"{base}/{os.environ.get('TEST_ISOLATED_REDIS_DB', '14')}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    with publishing_to(app, url):
-        yield client
-    client.flushdb()
 
 
 def by_priority(client: redis.Redis, queue: str) -> dict[int, int]:

@@ -142,8 +142,25 @@ class Bench:
         return {
             "label": label, "queues": " / ".join(r.queue for r in runs),
             "a": None if alone else self.completion(runs[0]), "b": self.completion(runs[-1]),
-            "wall": wall, "cpu": cpu, "chunks": chunks,
+            "wall": wall, "cpu": cpu, "chunks": chunks, "b_steps": self.steps(runs[-1]),
         }  # fmt: skip
+
+    def steps(self, run: Any) -> dict[str, float]:
+        """Where a run's time went: seconds from its creation to each step."""
+        from django.db.models import Max, Min
+
+        from core.models import OutboxMessage
+
+        run.refresh_from_db()
+        published = (
+            OutboxMessage.objects.filter(object_id=run.pk, description__startswith="start import")
+            .values_list("published_at", flat=True)
+            .first()
+        )
+        done = run.items.aggregate(first=Min("finished_at"), last=Max("finished_at"))
+        at = {"published": published, "first started": run.started_at,
+              "first done": done["first"], "last done": done["last"]}  # fmt: skip
+        return {k: (v - run.created_at).total_seconds() for k, v in at.items() if v}
 
     def many(self, users: int, max_chunks: int, seed: int = 11) -> dict[str, Any]:
         from django.db import transaction
@@ -343,6 +360,14 @@ def print_ab(rows: list[dict[str, Any]], cores: int) -> None:
             f"| {r['label']} | {r['queues']} | {r['b']:.2f} | {a} | {r['wall']:.1f} | "
             f"{r['cpu']:.1f} | {r['cpu'] / cores:.1f} | {1000 * r['cpu'] / r['chunks']:.1f} |"
         )
+    print("\nWhere B's time goes (seconds from its run's creation):\n")
+    print("| design | published | first chunk started | first chunk done | last chunk done |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        s = r["b_steps"]
+        print(f"| {r['label']} | " + " | ".join(
+            f"{s[k]:.2f}" if k in s else "-"
+            for k in ("published", "first started", "first done", "last done")) + " |")  # fmt: skip
     alone, fifo, fair_, plain, hashed = rows
     print(
         f"\nB per-user / B alone: {fair_['b'] / alone['b']:.2f}x (target <= 1.5x); "

@@ -13,17 +13,33 @@ every gevent pool with more messages than slots loses the same way.
 acknowledged or rejected (our tasks acknowledge late, so that is when a slot frees), and
 then poll as before. Installed by core.worker on green nodes only; prefork nodes run
 Celery's event loop, which already wakes on finished tasks.
+
+The same loop was slow to change what it consumes. A control command (add_consumer,
+cancel_consumer, imports_consume) runs in the pidbox greenlet and leaves the change to the
+consumer's loop (`Consumer.call_soon`), which on an idle node sits in `drain_events` for up
+to 2 s; the change then took effect only when the BRPOP already sent (1 s timeout) came
+back, still without the new queue's keys. A user's first import on idle nodes waited
+0.3-3 s before any chunk started. `install()` also wakes the loop when an operation is
+scheduled (a pipe in the poller) and, when the queues change, unblocks the BRPOP in flight
+(Redis `CLIENT UNBLOCK`: it returns as if it had timed out, and a message it already
+popped is delivered as usual), so the next BRPOP names the new queues at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import os
 import threading
 from collections.abc import Callable
 from queue import Empty
 from typing import Any
 
+from kombu.utils.eventio import READ
+
 _MARK = "_shop_waits_for_a_free_slot"
+logger = logging.getLogger(__name__)
 
 
 def installed() -> bool:
@@ -32,32 +48,50 @@ def installed() -> bool:
     return getattr(kombu_redis.MultiChannelPoller.get, _MARK, False)
 
 
-def install() -> bool:
+def install(brpop_timeout: float | None = None) -> bool:
     """Patch kombu's Redis poller and QoS in this process; False if already done."""
+    from celery.worker.consumer.consumer import Consumer
     from kombu.transport import redis as kombu_redis
 
+    if brpop_timeout:
+        kombu_redis.Transport.brpop_timeout = brpop_timeout
     if installed():
         return False
     # Made after gevent's monkey patching: a cooperative event under gevent.
     slot_freed = threading.Event()
     poller, qos = kombu_redis.MultiChannelPoller, kombu_redis.QoS
     get = poller.get
+    wake = _Wake(slot_freed)
+
+    def consuming(self: Any) -> list[Any]:
+        return [channel for channel in self._channels if channel.active_queues]
 
     def no_free_slot(self: Any) -> bool:
-        consuming = [channel for channel in self._channels if channel.active_queues]
-        return bool(consuming) and not any(c.qos.can_consume() for c in consuming)
+        channels = consuming(self)
+        return bool(channels) and not any(c.qos.can_consume() for c in channels)
 
     @functools.wraps(get)
     def get_when_a_slot_is_free(self: Any, callback: Any, timeout: float | None = None) -> Any:
+        # Only the task consumer's poller is woken: the pidbox's has fanout queues only.
+        woken = bool(consuming(self)) and wake.watch(self.poller)
+        if woken and wake.take():
+            raise TimeoutError()  # back to the loop: it runs the pending operations
         if timeout and no_free_slot(self):
             slot_freed.clear()
             if no_free_slot(self):  # checked again after clear(): no wake-up is lost
                 slot_freed.wait(timeout)
+            if woken and wake.take():
+                raise TimeoutError()
             if no_free_slot(self):
                 # Still full after the drain timeout (long tasks): what kombu does then.
                 self.maybe_restore_messages()
                 raise Empty()
-        return get(self, callback, timeout)
+        try:
+            return get(self, callback, timeout)
+        except Empty:
+            if woken and wake.take():
+                raise TimeoutError() from None
+            raise
 
     def frees_a_slot(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
@@ -69,8 +103,81 @@ def install() -> bool:
 
         return wrapper
 
+    update_cycle = kombu_redis.Channel._update_queue_cycle
+
+    @functools.wraps(update_cycle)
+    def update_cycle_and_restart_brpop(self: Any) -> None:
+        update_cycle(self)
+        _unblock_brpop(self)
+
+    call_soon = Consumer.call_soon
+
+    @functools.wraps(call_soon)
+    def call_soon_and_wake(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call_soon(self, *args, **kwargs)
+        finally:
+            if not self.hub:  # synloop: nothing else would look at the operation soon
+                wake.set()
+
     setattr(get_when_a_slot_is_free, _MARK, True)
     poller.get = get_when_a_slot_is_free
     qos.ack = frees_a_slot(qos.ack)
     qos.reject = frees_a_slot(qos.reject)
+    kombu_redis.Channel._update_queue_cycle = update_cycle_and_restart_brpop
+    Consumer.call_soon = call_soon_and_wake
     return True
+
+
+class _Wake:
+    """A pipe the consumer's poller watches, written when the loop has work to do."""
+
+    def __init__(self, slot_freed: threading.Event) -> None:
+        self.slot_freed = slot_freed
+        self.requested = False
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+
+    def watch(self, poller: Any) -> bool:
+        if not getattr(poller, "_shop_watches_wake", False):  # kombu makes a new one on reset
+            poller.register(self.read_fd, READ)
+            poller._shop_watches_wake = True
+        return True
+
+    def set(self) -> None:
+        self.requested = True  # before the write: a reader that sees the byte sees this
+        self.slot_freed.set()  # a loop waiting for a slot looks too
+        with contextlib.suppress(BlockingIOError):  # the pipe already holds a wake-up
+            os.write(self.write_fd, b"!")
+
+    def take(self) -> bool:
+        """True once per wake-up; empties the pipe so the poller does not spin."""
+        if not self.requested:
+            return False
+        self.requested = False
+        try:
+            while os.read(self.read_fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+        return True
+
+
+def _unblock_brpop(channel: Any) -> None:
+    """Make the channel's blocked BRPOP return now, so the next one names the new queues."""
+    connection = channel._in_poll
+    sock = getattr(connection, "_sock", None) if connection else None
+    if sock is None:
+        return
+    try:
+        address = sock.getsockname()
+        if not isinstance(address, tuple):
+            return  # a unix socket: CLIENT LIST cannot tell clients apart; BRPOP times out
+        addr = f"{address[0]}:{address[1]}"
+        admin = channel.Client(connection_pool=channel.pool)  # not the BRPOP connection
+        for client in admin.client_list():
+            if client.get("addr") == addr and client.get("cmd") == "brpop":
+                admin.client_unblock(client["id"])
+    except Exception as exc:  # the BRPOP still returns by its own timeout
+        logger.debug("Could not unblock the BRPOP in flight: %s", exc)

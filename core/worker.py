@@ -28,7 +28,7 @@ def fill_freed_slots_at_once(sender: str, instance: Any, **kwargs: Any) -> None:
     from core import greenpoll
 
     if getattr(instance.pool_cls, "is_green", False):
-        greenpoll.install()
+        greenpoll.install(brpop_timeout=settings.WORKER_BRPOP_TIMEOUT)
 
 
 @worker_process_init.connect

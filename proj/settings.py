@@ -375,6 +375,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "max_connections": 2 * _busiest_pool + 10,
 }
 CELERY_BROKER_POOL_LIMIT = _busiest_pool + 10
+# How long an idle gevent node's BRPOP waits on Redis before it is sent again (kombu's
+# default). Queue changes no longer wait for it (core.greenpoll unblocks it).
+WORKER_BRPOP_TIMEOUT = env_int("WORKER_BRPOP_TIMEOUT", 1)
 
 # The run rows hold every outcome, so tasks store no results (a result row per task was
 # most of the per-task cost): the backend (django-celery-results in the Django database)

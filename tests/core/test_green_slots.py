@@ -58,3 +58,34 @@ def test_a_long_task_in_one_slot_does_not_stop_the_other_from_serving(app, two_s
         assert [t["name"] for t in active[node]] == ["devtools.tasks.hold"]
     finally:
         marker.unlink()  # let the long task end, so the node stops at once
+
+
+@pytest.fixture
+def idle_node(worker_fleet: WorkerFleet, tmp_path) -> Iterator[WorkerFleet]:
+    """The callbacks node on a Redis of its own, its idle BRPOP waiting 60 s, not 1 s."""
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    env = {**worker_fleet.env, "CELERY_BROKER_URL": server.url, "WORKER_BRPOP_TIMEOUT": "60"}
+    fleet = WorkerFleet(worker_fleet.app, env, worker_fleet.log_dir / "idle", "pytest-idle")
+    with publishing_to(worker_fleet.app, server.url):
+        fleet.start((fleet.pool("callbacks"),))
+        yield fleet
+        fleet.stop()
+    server.stop()
+
+
+def test_an_idle_node_consumes_a_queue_added_at_run_time_at_once(app, idle_node, tmp_path):
+    """Before the fix the new queue was read only when the BRPOP already sent came back
+    (here after 60 s); a user's first import on idle nodes waited for it."""
+    node = idle_node.node("callbacks")
+    queue = "imports.user.991"  # a queue no node consumes until it is told to
+    done = tmp_path / "done"
+    app.send_task("devtools.tasks.touch", args=[str(done)], queue=queue)
+    assert not done.exists()
+
+    replies = app.control.add_consumer(queue, destination=[node], reply=True, timeout=5)
+    assert replies == [{node: {"ok": f"add consumer {queue}"}}]
+
+    wait_for(done.exists, timeout=15, what="the task on the queue just added")
+    active = app.control.inspect(destination=[node], timeout=2).active_queues()
+    assert queue in [q["name"] for q in active[node]]

@@ -257,7 +257,8 @@ class RunKind:
     `remaining_work(run)` returns the signature of everything still to do (unfinished
     items and the finish step, or the finish step alone). `followup(run)` returns work due
     after a run finished (a status callback not yet delivered), or None. `cancel(run,
-    user)` stops a run. All are called inside a transaction holding the run's row lock.
+    user)` stops a run. All are called inside a transaction holding the run's row lock,
+    except `queued(run_id)`: whether its work still waits on the broker.
     """
 
     model: type[Run]
@@ -266,6 +267,9 @@ class RunKind:
     remaining_work: Callable[[Any], Signature]
     cancel: Callable[[Any, Any], str]
     followup: Callable[[Any, datetime], Signature | None] | None = None
+    # True while the run's work still waits on the broker behind other work (not lost): the
+    # reconciler does not resume it, which would only queue its items a second time.
+    queued: Callable[[int], bool] | None = None
     # Finished runs that may have a follow-up due (a cheap filter before `followup`).
     followup_candidates: Callable[[], models.Q] | None = None
 

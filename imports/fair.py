@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from core.runs import UNFINISHED
 from imports.models import ImportChunk, ImportQueue, ImportRun
@@ -165,6 +166,18 @@ def broker_depth(name: str, app: Any = None) -> int:
         except conn.channel_errors:
             return 0
         return int(count)
+
+
+def broker_holds(name: str, app: Any = None) -> bool:
+    """Whether queue `name` holds messages; False when the broker cannot be asked now."""
+    app = app or _app()
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+            return broker_depth(name, app) > 0
+    except (OSError, OperationalError) as exc:
+        logger.warning("Could not read the depth of %s: %s", name, exc)
+        return False
 
 
 def broker_delete(name: str, app: Any = None) -> bool:

@@ -91,10 +91,20 @@ def _resume_work(run: ImportRun) -> Signature:
     return import_remaining_work(run)
 
 
+def _still_queued(run_id: int) -> bool:
+    """Chunks still in the run's queue wait their turn: with small first (FAIR_PRIORITY_CHUNKS)
+    a big import's tail can wait longer than RUN_STALL_AFTER while newcomers' first chunks go
+    ahead. A chunk lost with a killed node is not in the queue: once the queue drains, the
+    run is resumed as before."""
+    queue = ImportRun.objects.filter(pk=run_id).values_list("queue", flat=True).first()
+    return bool(queue) and fair.broker_holds(queue)
+
+
 RUN_KIND = runs.RunKind(
     model=ImportRun,
     item_model=ImportChunk,
     item_run_field="run",
     remaining_work=_resume_work,
     cancel=services.import_run_cancel,
+    queued=_still_queued,
 )

@@ -7,9 +7,15 @@ before any priority 3, and so on).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import redis
+from django.utils import timezone
 
+from core import reconciler
+from core.models import OutboxMessage, RunEvent
+from imports.models import ImportRun
 from tests.imports.conftest import catalogue
 from tests.imports.test_fairness import start
 from tests.support.factories import make_staff
@@ -45,3 +51,28 @@ def test_without_priorities_users_alternate_plainly(unread_broker, settings):
     settings.FAIR_PRIORITY_CHUNKS = 0
     run = start(make_staff("carol", "add_importrun"), catalogue(40), chunk_size=1)
     assert by_priority(unread_broker, run.queue) == {0: 40}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_waiting_its_turn_is_not_resumed_but_one_whose_chunks_were_lost_is(
+    unread_broker, settings
+):
+    """Small first can hold a big import's tail back longer than RUN_STALL_AFTER; while its
+    chunks are still queued it is waiting, and resuming it would queue them twice."""
+    settings.FAIR_PRIORITY_CHUNKS = 16
+    run = start(make_staff("dave", "add_importrun"), catalogue(5), chunk_size=1)
+    long_ago = timezone.now() - timedelta(seconds=settings.RUN_STALL_AFTER + 60)
+    ImportRun.objects.filter(pk=run.pk).update(created_at=long_ago, progress_at=long_ago)
+    OutboxMessage.objects.filter(object_id=run.pk).update(published_at=long_ago)
+
+    reconciler.reconcile()
+    run.refresh_from_db()
+    assert run.resumes == 0
+    assert by_priority(unread_broker, run.queue) == {0: 5}
+
+    unread_broker.delete(run.queue)  # the node that had taken them died with them
+    reconciler.reconcile()
+    run.refresh_from_db()
+    assert run.resumes == 1
+    assert by_priority(unread_broker, run.queue) == {0: 5}  # published again
+    assert RunEvent.objects.filter(object_id=run.pk, kind="resumed").exists()

@@ -8,8 +8,9 @@ nodes as the topology runs them, Redis, the database, the supplier stand-in over
 makespan (run created -> status callback received), the ideal bound N x latency /
 concurrency, the CPU seconds of the workers and of the stand-in, CPU per product, the CPU
 floor (worker CPU / cores: on a small machine this, not the network, is the bound),
-makespan / max(ideal, floor), the most requests the stand-in ever had in flight, and the
-callback lag (last product finished -> callback received).
+makespan / max(ideal, floor), the machine's busy CPU over the run (every process,
+the database server's included) and makespan / (that / cores), the most requests the
+stand-in ever had in flight, and the callback lag (last product finished -> callback received).
 
 Nothing shared is touched: the broker is a redis-server of the bench's own on a free port
 (or BENCH_BROKER_URL, which it flushes: give it a Redis DB that is yours), the database is
@@ -84,6 +85,7 @@ class Result:
     makespan: float | None
     worker_cpu: float
     standin_cpu: float
+    machine_cpu: float
     peak_in_flight: int
     callback_lag: float | None
     status: str
@@ -92,6 +94,11 @@ class Result:
     @property
     def floor(self) -> float:
         return self.worker_cpu / topology.cpu_count()
+
+    @property
+    def machine_floor(self) -> float:
+        """What the whole machine's CPU allows: the database server shares the cores."""
+        return self.machine_cpu / topology.cpu_count()
 
     @property
     def bound(self) -> float:
@@ -114,6 +121,14 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of a live process, from /proc (children not included)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU of the whole machine (every process: workers, stand-in, Redis, the database
+    server, this bench), from /proc/stat: user, nice, system, irq, softirq, steal."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / TICKS
 
 
 def configure(args: argparse.Namespace, broker: str, stub_url: str) -> dict[str, str]:
@@ -227,6 +242,7 @@ def run_one(
         pids = [p.pid for p in fleet.procs.values()]
         profilers = profile(fleet, f"{scenario.key}-{n}") if args.profile else []
         cpu0, stub0 = sum(cpu_seconds(p) for p in pids), cpu_seconds(stub.proc.pid)
+        machine0 = machine_cpu_seconds()
         run, _ = refresh_run_request(
             product_ids=ids, trigger=RefreshRun.Trigger.COMMAND, chunk_size=scenario.chunk_size
         )
@@ -246,6 +262,7 @@ def run_one(
         elapsed = time.monotonic() - started
         worker_cpu = sum(cpu_seconds(p) for p in pids) - cpu0
         standin_cpu = cpu_seconds(stub.proc.pid) - stub0
+        machine_cpu = machine_cpu_seconds() - machine0
         stats = stub.stats()
     finally:
         for profiler in profilers:
@@ -259,7 +276,7 @@ def run_one(
     result = Result(
         scenario=scenario, n=n, tasks=tasks, concurrency=concurrency, ideal=ideal,
         makespan=received - run.created_at.timestamp() if received else None,
-        worker_cpu=worker_cpu, standin_cpu=standin_cpu,
+        worker_cpu=worker_cpu, standin_cpu=standin_cpu, machine_cpu=machine_cpu,
         peak_in_flight=stats["peak_in_flight"],
         callback_lag=received - last_item.timestamp() if received and last_item else None,
         status=run.status, succeeded=run.succeeded,
@@ -319,15 +336,18 @@ def report(results: list[Result], *, latency_ms: float, database: str, load: str
         "",
         "| Design | Products | Tasks | Makespan (s) | Ideal (s) | Worker CPU (s) "
         "| CPU / product (ms) | CPU floor (s) | Makespan / max(ideal, floor) "
-        "| Stand-in CPU (s) | Peak in flight | Callback lag (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Stand-in CPU (s) | Machine CPU (s) | Makespan / machine floor "
+        "| Peak in flight | Callback lag (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ratio = f"{r.makespan / r.bound:.2f}x" if r.makespan else f"did not finish ({r.status})"
         lines.append(
             f"| {r.scenario.label} | {r.n:,} | {r.tasks:,} | {fmt(r.makespan)} | {r.ideal:.2f} "
             f"| {r.worker_cpu:.1f} | {1000 * r.worker_cpu / r.n:.2f} | {r.floor:.2f} | {ratio} "
-            f"| {r.standin_cpu:.1f} | {r.peak_in_flight} | {fmt(r.callback_lag, '.3f')} |"
+            f"| {r.standin_cpu:.1f} | {r.machine_cpu:.1f} "
+            f"| {fmt(r.makespan / r.machine_floor if r.makespan else None)}x "
+            f"| {r.peak_in_flight} | {fmt(r.callback_lag, '.3f')} |"
         )
     for n in sorted({r.n for r in results}):
         pair = {r.scenario.key: r for r in results if r.n == n}

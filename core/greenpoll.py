@@ -73,14 +73,16 @@ def install(brpop_timeout: float | None = None) -> bool:
     @functools.wraps(get)
     def get_when_a_slot_is_free(self: Any, callback: Any, timeout: float | None = None) -> Any:
         # Only the task consumer's poller is woken: the pidbox's has fanout queues only.
-        woken = bool(consuming(self)) and wake.watch(self.poller)
-        if woken and wake.take():
+        watching = bool(consuming(self))
+        if watching:
+            wake.watch(self.poller)
+        if watching and wake.take():
             raise TimeoutError()  # back to the loop: it runs the pending operations
         if timeout and no_free_slot(self):
             slot_freed.clear()
             if no_free_slot(self):  # checked again after clear(): no wake-up is lost
                 slot_freed.wait(timeout)
-            if woken and wake.take():
+            if watching and wake.take():
                 raise TimeoutError()
             if no_free_slot(self):
                 # Still full after the drain timeout (long tasks): what kombu does then.
@@ -89,7 +91,7 @@ def install(brpop_timeout: float | None = None) -> bool:
         try:
             return get(self, callback, timeout)
         except Empty:
-            if woken and wake.take():
+            if watching and wake.take():
                 raise TimeoutError() from None
             raise
 
@@ -139,11 +141,10 @@ class _Wake:
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
 
-    def watch(self, poller: Any) -> bool:
+    def watch(self, poller: Any) -> None:
         if not getattr(poller, "_shop_watches_wake", False):  # kombu makes a new one on reset
             poller.register(self.read_fd, READ)
             poller._shop_watches_wake = True
-        return True
 
     def set(self) -> None:
         self.requested = True  # before the write: a reader that sees the byte sees this
@@ -156,11 +157,9 @@ class _Wake:
         if not self.requested:
             return False
         self.requested = False
-        try:
+        with contextlib.suppress(BlockingIOError):
             while os.read(self.read_fd, 512):
                 pass
-        except BlockingIOError:
-            pass
         return True
 
 

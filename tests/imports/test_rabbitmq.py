@@ -13,6 +13,7 @@ from kombu import Connection
 
 from core import reconciler
 from core.fleet import WorkerFleet
+from core.waiting import wait_for
 from imports.models import ImportRun
 from tests.core.test_rabbitmq import AMQP_URL, rabbitmq_answers
 from tests.imports.conftest import catalogue, consumed_by, wait_run
@@ -46,13 +47,23 @@ def test_user_queues_live_and_go_on_rabbitmq(worker_fleet, transactional_db, tmp
             run = wait_run(start(user, catalogue(3), chunk_size=1))
             assert run.status == ImportRun.Status.SUCCEEDED and run.rows_created == 3
             nodes = fleet.nodes("imports")
-            assert all(run.queue in q for q in consumed_by(app, nodes).values())
+
+            # The sync (on the callbacks node) brings every node to consume it; three
+            # one-row chunks can all be applied by the first node that does.
+            def all_consume() -> bool:
+                consumed = consumed_by(app, nodes)
+                every = set(consumed) == set(nodes)
+                return every and all(run.queue in q for q in consumed.values())
+
+            wait_for(all_consume, timeout=30, what=f"every imports node to consume {run.queue}")
             assert queue_exists(run.queue)
 
             later = timezone.now() + timedelta(seconds=settings.FAIR_QUEUE_IDLE_SECONDS + 1)
             summary = reconciler.reconcile(now=later).summary()
             assert f"removed idle user queues {run.queue}" in summary
             assert not queue_exists(run.queue)
-            assert all(run.queue not in q for q in consumed_by(app, nodes).values())
+            consumed = consumed_by(app, nodes)
+            assert set(consumed) == set(nodes)
+            assert all(run.queue not in q for q in consumed.values())
         finally:
             fleet.stop()

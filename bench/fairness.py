@@ -1,12 +1,15 @@
 """Benchmark: does a small import wait behind a big one? Five designs side by side.
 
-    .venv/bin/python bench/fairness.py [--database sqlite|postgres] [--a 1500] [--b 50]
-        [--users 100] [--max-chunks 300] [--window 15] [--skip-ab] [--skip-many]
+    .venv/bin/python bench/fairness.py [--database sqlite|postgres] [--broker redis|rabbitmq]
+        [--a 1500] [--b 50] [--users 100] [--max-chunks 300] [--window 15]
+        [--skip-ab] [--skip-many]
 
-Everything is its own: a redis-server on a free port (devtools.redis_server.PrivateRedis),
-a SQLite file in var/bench/fairness/ (or the PostgreSQL database bench_fairness), the
-`imports` and `callbacks` pools' nodes as the Procfile runs them. Chunks are real import
-chunks (IMPORTS_CHUNK_SIZE rows creating products).
+Everything is its own: a redis-server on a free port (devtools.redis_server.PrivateRedis;
+with --broker rabbitmq, a vhost `bench_fairness` of the machine's RabbitMQ, made and
+deleted by rabbitmqctl, where message priorities are ignored: small first is plain round
+robin there), a SQLite file in var/bench/fairness/ (or the PostgreSQL database
+bench_fairness), the `imports` and `callbacks` pools' nodes as the Procfile runs them.
+Chunks are real import chunks (IMPORTS_CHUNK_SIZE rows creating products).
 
 A/B: user A submits an import of --a chunk tasks; one second later user B submits --b.
 B's and A's completion time (submit -> last row applied) in five designs:
@@ -22,7 +25,7 @@ imports node is killed and restarted. Reported: Jain's fairness index of the use
 throughput over windows of 5 s and of --window s (users with work left through the whole
 window) from the moment the nodes answer until the kill, the completion
 times of the smallest jobs, runs or rows lost, and the queues left behind after the
-reconciler's sweep. CPU: every worker, redis and this process.
+reconciler's sweep. CPU: every worker, the broker's server and this process.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import argparse
 import os
 import random
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -49,20 +53,96 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def configure(redis_url: str, database: str) -> dict[str, str]:
+class RedisBroker:
+    """A redis-server of the bench's own on a free port."""
+
+    name = "private redis"
+
+    def __init__(self) -> None:
+        from devtools.redis_server import PrivateRedis
+
+        self.server = PrivateRedis(BENCH_DIR / "redis")
+        self.url = self.server.url
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def pids(self) -> list[int]:
+        return [self.server.proc.pid]
+
+    def flush(self) -> None:
+        self.server.client().flushdb()
+
+    def leftovers(self) -> tuple[int, int]:
+        """User and overflow queues, and their bindings, still on the broker."""
+        client = self.server.client()
+        keys = [k for k in client.keys("imports.*") if not k.startswith(b"imports.nodes")]
+        bindings = [m for m in client.smembers("_kombu.binding.default")
+                    if b"imports.user." in m or b"imports.overflow." in m]  # fmt: skip
+        return len(keys), len(bindings)
+
+
+class RabbitBroker:
+    """A vhost of the machine's RabbitMQ, made for the run and deleted after it."""
+
+    name = "RabbitMQ (own vhost)"
+    vhost = "bench_fairness"
+
+    def __init__(self) -> None:
+        self.url = f"amqp://guest:guest@127.0.0.1:5672/{self.vhost}"
+
+    def ctl(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True)
+        if check and done.returncode:
+            raise SystemExit(f"rabbitmqctl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def start(self) -> None:
+        self.ctl("delete_vhost", self.vhost, check=False)  # a run that was interrupted
+        self.ctl("add_vhost", self.vhost)
+        self.ctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+
+    def stop(self) -> None:
+        self.ctl("delete_vhost", self.vhost)
+
+    def pids(self) -> list[int]:
+        found = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True)
+        return [int(pid) for pid in found.stdout.split()]
+
+    def user_queues(self) -> list[str]:
+        rows = self.ctl("list_queues", "-p", self.vhost, "name").split()
+        return [n for n in rows if n.startswith(("imports.user.", "imports.overflow."))]
+
+    def flush(self) -> None:
+        from kombu import Connection
+
+        with Connection(self.url) as conn:
+            for name in self.user_queues():
+                conn.default_channel.queue_delete(name)
+
+    def leftovers(self) -> tuple[int, int]:
+        rows = self.ctl("list_bindings", "-p", self.vhost, "destination_name").split()
+        bindings = [n for n in rows if n.startswith(("imports.user.", "imports.overflow."))]
+        return len(self.user_queues()), len(bindings)
+
+
+def configure(broker_url: str, database: str) -> dict[str, str]:
     os.environ.update(
         DJANGO_SETTINGS_MODULE="proj.settings", DJANGO_DEBUG="1", SHOP_VAR_DIR=str(BENCH_DIR),
-        DATABASE_URL=database, CELERY_BROKER_URL=redis_url, DJANGO_LOG_LEVEL="WARNING",
+        DATABASE_URL=database, CELERY_BROKER_URL=broker_url, DJANGO_LOG_LEVEL="WARNING",
         SHOP_ENV_FILE=os.devnull, RUN_STALL_AFTER="15", FAIR_CONTROL_TIMEOUT="0.5",
     )  # fmt: skip
     return dict(os.environ)
 
 
 class Bench:
-    def __init__(self, fleet: Any, redis: Any) -> None:
+    def __init__(self, fleet: Any, broker: Any) -> None:
         from django.conf import settings
 
-        self.fleet, self.redis, self.settings = fleet, redis, settings
+        self.fleet, self.broker, self.settings = fleet, broker, settings
         self.chunk = settings.IMPORTS_CHUNK_SIZE
         self.users: dict[str, Any] = {}
         self.serial = 0
@@ -117,7 +197,7 @@ class Bench:
         return (last - run.created_at).total_seconds()
 
     def cpu(self) -> float:
-        pids = [p.pid for p in self.fleet.procs.values()] + [self.redis.proc.pid]
+        pids = [p.pid for p in self.fleet.procs.values()] + self.broker.pids()
         return sum(cpu_seconds(pid) for pid in pids) + time.process_time()
 
     def reset(self) -> None:
@@ -127,7 +207,7 @@ class Bench:
 
         ImportQueue.objects.all().delete()
         fair.queues_sync()
-        self.redis.client().flushdb()
+        self.broker.flush()
 
     def ab(self, label: str, a: int, b: int, alone: bool = False) -> dict[str, Any]:
         self.reset()
@@ -267,10 +347,7 @@ class Bench:
             seconds=self.settings.FAIR_QUEUE_IDLE_SECONDS + 1
         )
         reconciler.reconcile(now=later)
-        client = self.redis.client()
-        left_keys = [k for k in client.keys("imports.*") if not k.startswith(b"imports.nodes")]
-        left_bindings = [m for m in client.smembers("_kombu.binding.default")
-                         if b"imports.user." in m or b"imports.overflow." in m]  # fmt: skip
+        queues_left, bindings_left = self.broker.leftovers()
         return {
             "users": users, "chunks": total, "submitted_in": submitted, "wall": wall, "cpu": cpu,
             "resumed": resumed,
@@ -285,7 +362,7 @@ class Bench:
             },
             "small": small, "failed_runs": failed, "rows_lost": expected_rows - applied,
             "registry_left": ImportQueue.objects.count(),
-            "queues_left": len(left_keys), "bindings_left": len(left_bindings),
+            "queues_left": queues_left, "bindings_left": bindings_left,
         }  # fmt: skip
 
 
@@ -298,15 +375,14 @@ def main() -> None:
     parser.add_argument("--skip-many", action="store_true")
     parser.add_argument("--skip-ab", action="store_true", help="only the many-users run")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
     parser.add_argument("--window", type=float, default=15.0, help="Jain window, seconds")
     args = parser.parse_args()
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    from devtools.redis_server import PrivateRedis
-
-    redis = PrivateRedis(BENCH_DIR / "redis")
-    redis.start()
-    env = configure(redis.url, SQLITE_URL if args.database == "sqlite" else POSTGRES_URL)
+    broker = RedisBroker() if args.broker == "redis" else RabbitBroker()
+    broker.start()
+    env = configure(broker.url, SQLITE_URL if args.database == "sqlite" else POSTGRES_URL)
     import django
 
     django.setup()
@@ -319,7 +395,7 @@ def main() -> None:
     fleet.start((fleet.pool("imports"), fleet.pool("callbacks")))  # finish steps, syncs
     load = os.getloadavg()
     try:
-        bench = Bench(fleet, redis)
+        bench = Bench(fleet, broker)
         bench.window = args.window
         s = bench.settings
         shipped = (s.FAIR_MAX_QUEUES, s.FAIR_OVERFLOW_QUEUES, s.FAIR_PRIORITY_CHUNKS)
@@ -345,14 +421,14 @@ def main() -> None:
             bench.design(*shipped)
     finally:
         fleet.stop()
-        redis.stop()
+        broker.stop()
 
     cores = os.cpu_count() or 1
     pool = fleet.pool("imports")
     print(f"\nFairness: A = {args.a} chunk tasks, B = {args.b} one second later; "
           f"{bench.chunk} rows per chunk; pool imports: {len(pool.nodes)} gevent nodes x "
           f"{pool.concurrency}; {cores} CPUs; load average before {load[0]:.2f} "
-          f"{load[1]:.2f} {load[2]:.2f}; broker: private redis; {args.database}\n")  # fmt: skip
+          f"{load[1]:.2f} {load[2]:.2f}; broker: {broker.name}; {args.database}\n")  # fmt: skip
     if rows:
         print_ab(rows, cores)
     for label, result in many:

@@ -23,8 +23,8 @@ def warn_about_the_broker(sender: Any = None, **kwargs: Any) -> None:
 
 @celeryd_after_setup.connect
 def fill_freed_slots_at_once(sender: str, instance: Any, **kwargs: Any) -> None:
-    """Green nodes take the next message when a slot frees (core.greenpoll; the patch
-    touches only kombu's Redis transport, so it is inert on RabbitMQ)."""
+    """Green nodes take the next message when a slot frees, change queues at once, and on
+    RabbitMQ do not wait 0.1 s after each message (core.greenpoll)."""
     from core import greenpoll
 
     if getattr(instance.pool_cls, "is_green", False):

@@ -91,3 +91,27 @@ def test_a_task_that_kills_its_gevent_node_is_dead_lettered_on_rabbitmq(
     letter = DeadLetter.objects.get(task_id=crash.id)
     assert letter.reason == DeadLetter.Reason.DELIVERY_LIMIT and letter.attempts == 4
     assert restarts == 3 and letter.queue == "default"
+
+
+@pytest.mark.workers
+def test_a_gevent_node_on_rabbitmq_takes_messages_without_pausing(
+    worker_fleet, transactional_db, tmp_path, amqp_app
+):
+    """Celery 5.7's synloop waited 0.1 s on the event connection after every message
+    (core.greenpoll): any gevent node ran 10 tasks a second, so 300 short tasks took 30 s.
+    The deadline is a liveness bound, a third of that; bench/fairness.py measures speed."""
+    app = amqp_app
+    env = {**worker_fleet.env, "CELERY_BROKER_URL": AMQP_URL}
+    fleet = WorkerFleet(app, env, tmp_path / "log", hostname="pytest-amqp-pace")
+    callbacks = next(p for p in topology.POOLS if topology.DEFAULT_QUEUE in p.queues)
+    fleet.start((callbacks,))
+    try:
+        warm = tmp_path / "warm"  # the first task imports modules and opens connections
+        app.send_task("devtools.tasks.touch", args=[str(warm)], queue=topology.DEFAULT_QUEUE)
+        wait_for(warm.exists, timeout=30, what="the first task")
+        done = [tmp_path / f"done-{i}" for i in range(300)]
+        for path in done:
+            app.send_task("devtools.tasks.touch", args=[str(path)], queue=topology.DEFAULT_QUEUE)
+        wait_for(lambda: all(p.exists() for p in done), timeout=10, what="300 short tasks")
+    finally:
+        fleet.stop()

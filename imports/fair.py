@@ -161,11 +161,15 @@ def broker_depth(name: str, app: Any = None) -> int:
     """Messages waiting in queue `name` (0 when the broker has no such queue)."""
     app = app or _app()
     with app.connection_for_write() as conn:
-        try:
-            _, count, _ = conn.default_channel.queue_declare(queue=name, passive=True)
-        except conn.channel_errors:
-            return 0
-        return int(count)
+        return _depth(conn, name)
+
+
+def _depth(conn: Any, name: str) -> int:
+    try:
+        _, count, _ = conn.default_channel.queue_declare(queue=name, passive=True)
+    except conn.channel_errors:
+        return 0
+    return int(count)
 
 
 def broker_holds(name: str, app: Any = None) -> bool:
@@ -174,7 +178,7 @@ def broker_holds(name: str, app: Any = None) -> bool:
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)
-            return broker_depth(name, app) > 0
+            return _depth(conn, name) > 0
     except (OSError, OperationalError) as exc:
         logger.warning("Could not read the depth of %s: %s", name, exc)
         return False
@@ -188,7 +192,7 @@ def broker_delete(name: str, app: Any = None) -> bool:
             bound = app.amqp.queues[name](conn.default_channel)
             # Declaring first: a Redis channel only deletes the bindings it knows of.
             bound.declare()
-            if conn.transport.driver_type == "redis" and broker_depth(name, app):
+            if conn.transport.driver_type == "redis" and _depth(conn, name):
                 return False
             bound.delete(if_empty=True)
         except conn.channel_errors as exc:  # RabbitMQ: PRECONDITION_FAILED, not empty

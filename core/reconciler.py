@@ -140,8 +140,6 @@ def _stalled_run_ids(kind: runs.RunKind, now: datetime) -> list[int]:
             # Not published yet (the outbox flush handles it), or published less than the
             # stall time ago: a run made in a long transaction is only as old as its commit.
             continue
-        if kind.queued is not None and kind.queued(run_id):
-            continue  # its work waits its turn on the broker (served by priority): not lost
         next_retry = (
             kind.items_of(run_id)
             .filter(status=runs.ItemStatus.PENDING)
@@ -149,6 +147,8 @@ def _stalled_run_ids(kind: runs.RunKind, now: datetime) -> list[int]:
         )
         if next_retry is not None and next_retry > cutoff:
             continue  # a transient failure is being retried on schedule: not stalled
+        if kind.queued is not None and kind.queued(run_id):
+            continue  # its work waits its turn on the broker (asked last: a round trip)
         stalled.append(run_id)
     return stalled
 

@@ -6,11 +6,16 @@ every field: its cost grows with rows x fields in Python before the database see
 `executemany` on SQLite, and as one `UPDATE ... FROM (VALUES ...)` on PostgreSQL; values go
 through each field's own `get_db_prep_save`, so decimals, datetimes and JSON are
 adapted exactly as `save()` would adapt them.
+
+`bulk_insert_rows` is the same idea for inserts of many narrow rows (a run's items):
+`bulk_create` builds a model instance and prepares every field of every row in Python,
+ten times the cost of the statement itself for 10,000 items (0.27 s on SQLite, while
+the workers wait for the run's first message).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import connections, models, router
@@ -47,6 +52,43 @@ def bulk_update_rows(
     return len(params)
 
 
+def bulk_insert_rows(
+    model: type[models.Model], fields: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> int:
+    """INSERT one row per `rows` entry with `fields` set, every other column at its default.
+
+    The defaults are prepared once, not per row; no instances are built, no pks come back,
+    and no signals are sent (use `bulk_create` when any of that matters).
+    """
+    using = router.db_for_write(model)
+    connection = connections[using]
+    meta = model._meta
+    given = [meta.get_field(name) for name in fields]
+    defaults = [
+        f for f in meta.concrete_fields if f not in given and not (f.primary_key and f.db_returning)
+    ]
+    default_values = [f.get_db_prep_save(f.get_default(), connection) for f in defaults]
+    columns = given + defaults
+    params = [
+        [f.get_db_prep_save(v, connection) for f, v in zip(given, values, strict=True)]
+        + default_values
+        for values in rows
+    ]
+    if not params:
+        return 0
+    quote = connection.ops.quote_name
+    insert = "INSERT INTO {} ({}) ".format(
+        quote(meta.db_table), ", ".join(quote(f.column) for f in columns)
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            for values_sql, flat in _values_batches(connection, columns, params):
+                cursor.execute(insert + values_sql, flat)
+        else:
+            cursor.executemany(insert + "VALUES (" + ", ".join(["%s"] * len(columns)) + ")", params)
+    return len(params)
+
+
 # PostgreSQL accepts at most 65,535 parameters per statement.
 MAX_PARAMS = 30_000
 
@@ -61,17 +103,26 @@ def _update_from_values(
     quote = connection.ops.quote_name
     table, pk = quote(meta.db_table), meta.pk
     names = [f"c{i}" for i in range(len(columns))] + ["pk"]
-    # Typed placeholders: a NULL in the first row must not make the column `text`.
-    types = [f.cast_db_type(connection) for f in columns] + [pk.cast_db_type(connection)]
-    row_sql = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
-    per_statement = max(1, MAX_PARAMS // len(types))
     sets = ", ".join(f"{quote(f.column)} = v.c{i}" for i, f in enumerate(columns))
     where = f"{table}.{quote(pk.column)} = v.pk"
+    for values_sql, flat in _values_batches(connection, [*columns, pk], params):
+        cursor.execute(
+            f"UPDATE {table} SET {sets} FROM ({values_sql}) AS v ({', '.join(names)}) "
+            f"WHERE {where}",
+            flat,
+        )
+
+
+def _values_batches(
+    connection: Any, columns: list[Any], params: list[list[Any]]
+) -> Iterator[tuple[str, list[Any]]]:
+    """PostgreSQL `VALUES (..), (..)` text and its flat parameters, MAX_PARAMS at a time.
+
+    Typed placeholders: a NULL in the first row must not make the column `text`.
+    """
+    types = [f.cast_db_type(connection) for f in columns]
+    row_sql = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
+    per_statement = max(1, MAX_PARAMS // len(types))
     for start in range(0, len(params), per_statement):
         batch = params[start : start + per_statement]
-        rows = ", ".join([row_sql] * len(batch))
-        cursor.execute(
-            f"UPDATE {table} SET {sets} FROM (VALUES {rows}) AS v ({', '.join(names)}) "
-            f"WHERE {where}",
-            [value for row in batch for value in row],
-        )
+        yield "VALUES " + ", ".join([row_sql] * len(batch)), [v for row in batch for v in row]

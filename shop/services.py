@@ -20,7 +20,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from core import runs
-from core.bulk import bulk_update_rows
+from core.bulk import bulk_insert_rows, bulk_update_rows
 from core.concurrency import map_concurrently
 from core.text import plural
 from notifications import audiences
@@ -70,9 +70,8 @@ def refresh_run_create(
         total=len(ids),
         chunk_size=chunk_size or settings.REFRESH_CHUNK_SIZE,
     )
-    RefreshItem.objects.bulk_create(
-        [RefreshItem(run=run, product_id=pid) for pid in ids], batch_size=1000
-    )
+    # The workers wait for this insert: bulk_create's per-instance work was 0.27 s of 10k.
+    bulk_insert_rows(RefreshItem, ("run", "product"), ((run.pk, pid) for pid in ids))
     return run
 
 
@@ -99,6 +98,23 @@ class ChunkOutcome:
         return {"succeeded": self.succeeded, "failed": self.failed, "retrying": len(self.retry_ids)}
 
 
+def _pending_in_range(run_id: int, product_ids: list[int]) -> QuerySet[RefreshItem]:
+    """The run's pending items between the chunk's lowest and highest product id.
+
+    A chunk is a slice of the run's pending products in id order (or a retry of some of
+    them), and items only ever leave pending, so this is the chunk's own items in all but
+    odd cases (a resumed duplicate's retries); callers keep only the chunk's ids. Two
+    parameters instead of `product_id__in`, whose per-id preparation in Django was 7% of
+    the refresh's CPU.
+    """
+    return RefreshItem.objects.filter(
+        run_id=run_id,
+        status=Item.PENDING,
+        product_id__gte=min(product_ids),
+        product_id__lte=max(product_ids),
+    )
+
+
 def _fetch(sku: str) -> supplier.SupplierProduct | Exception:
     try:
         return supplier.fetch_product(sku)
@@ -111,11 +127,14 @@ def _fetch(sku: str) -> supplier.SupplierProduct | Exception:
 
 def product_refresh_chunk(*, run_id: int, product_ids: list[int]) -> ChunkOutcome:
     """Refresh the still-pending products of a chunk; a second delivery finds nothing to do."""
-    pending = dict(
-        RefreshItem.objects.filter(
-            run_id=run_id, product_id__in=product_ids, status=Item.PENDING
-        ).values_list("product_id", "product__sku")
-    )
+    wanted = set(product_ids)
+    pending = {
+        pid: sku
+        for pid, sku in _pending_in_range(run_id, product_ids).values_list(
+            "product_id", "product__sku"
+        )
+        if pid in wanted
+    }
     if not pending:
         return ChunkOutcome()
     runs.run_mark_started(RefreshRun, run_id)
@@ -140,26 +159,38 @@ def retry_delay(attempt: int, retry_after: float | None = None) -> float:
     return min(max(delay, retry_after or 0.0), settings.SUPPLIER_RETRY_BACKOFF_MAX)
 
 
+@dataclass(slots=True)
+class _Item:
+    """What a chunk writes back to one RefreshItem row."""
+
+    pk: int
+    attempts: int
+    status: str = Item.PENDING
+    error: str = ""
+    retry_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
 @transaction.atomic
 def _refresh_apply(
     *, run_id: int, fetched: dict[int, supplier.SupplierProduct | Exception]
 ) -> ChunkOutcome:
     """Write a chunk's results in bulk, only for items no other delivery already settled."""
     now = timezone.now()
-    items = {
-        item.product_id: item
-        for item in RefreshItem.objects.select_for_update()
-        .filter(run_id=run_id, product_id__in=list(fetched), status=Item.PENDING)
-        .only("pk", "product_id", "attempts")
-        .order_by("pk")  # the lock order of every writer of items (core.runs)
-    }
-    # Only what the comparison needs: the rows are rewritten whole below.
-    before = {
-        pid: (price, refreshed)
-        for pid, price, refreshed in Product.objects.filter(pk__in=list(items)).values_list(
-            "pk", "price", "last_refreshed_at"
-        )
-    }
+    # The items locked in pk order (the lock order of every writer of items, core.runs),
+    # with what the price comparison needs of their products: the rows are rewritten whole.
+    rows = (
+        _pending_in_range(run_id, list(fetched))
+        .select_for_update(of=("self",))
+        .order_by("pk")
+        .values_list("pk", "product_id", "attempts", "product__price", "product__last_refreshed_at")
+    )
+    items: dict[int, _Item] = {}
+    before: dict[int, tuple[Any, Any]] = {}
+    for pk, pid, attempts, price, refreshed in rows:
+        if pid in fetched:
+            items[pid] = _Item(pk, attempts)
+            before[pid] = (price, refreshed)
     outcome = ChunkOutcome()
     writes: dict[int, tuple[Any, ...]] = {}
     errors: dict[int, str] = {}

@@ -1,4 +1,4 @@
-"""core.bulk.bulk_update_rows on the database under test (SQLite and PostgreSQL legs)."""
+"""core.bulk on the database under test (SQLite and PostgreSQL legs)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from core.bulk import bulk_update_rows
-from shop.models import Product
+from core.bulk import MAX_PARAMS, bulk_insert_rows, bulk_update_rows
+from shop.models import PriceChange, Product, RefreshItem, RefreshRun
 
 pytestmark = pytest.mark.django_db
 
@@ -44,3 +44,41 @@ def test_only_the_named_columns_change_and_nothing_is_sent_for_no_rows():
 
     product.refresh_from_db()
     assert (product.name, product.stock, product.description) == ("keep", 8, "d")
+
+
+def test_insert_sets_the_given_columns_and_the_defaults_of_the_rest():
+    products = Product.objects.bulk_create(Product(sku=f"I-{i:04d}") for i in range(5000))
+    run = RefreshRun.objects.create(total=5000, chunk_size=100)
+    rows_per_statement = MAX_PARAMS // 7  # RefreshItem's seven columns besides its id
+    assert len(products) > rows_per_statement  # more than one statement on PostgreSQL
+
+    sent = bulk_insert_rows(RefreshItem, ("run", "product"), ((run.pk, p.pk) for p in products))
+
+    assert sent == 5000
+    items = RefreshItem.objects.filter(run=run)
+    assert items.count() == 5000
+    assert set(items.values_list("status", "attempts", "error", "retry_at", "finished_at")) == {
+        ("pending", 0, "", None, None)
+    }
+    assert set(items.values_list("product_id", flat=True)) == {p.pk for p in products}
+    assert bulk_insert_rows(RefreshItem, ("run", "product"), []) == 0
+
+
+def test_insert_decimals_nulls_and_datetimes_arrive_as_given():
+    product = Product.objects.create(sku="PC")
+    run = RefreshRun.objects.create(total=1, chunk_size=1)
+    when = datetime(2026, 11, 24, 9, 15, 0, 654321, tzinfo=UTC)
+    rows = [
+        (product.pk, Decimal("0.05"), Decimal("12345678.90"), when, None),
+        (product.pk, Decimal("1.10"), Decimal("1.00"), when, run.pk),
+    ]
+
+    bulk_insert_rows(PriceChange, ("product", "old_price", "new_price", "changed_at", "run"), rows)
+
+    got = sorted(
+        PriceChange.objects.values_list(
+            "product_id", "old_price", "new_price", "changed_at", "run_id"
+        ),
+        key=lambda r: r[1],
+    )
+    assert got == rows

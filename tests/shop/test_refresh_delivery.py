@@ -13,6 +13,7 @@ from django.conf import settings
 from core.waiting import wait_for
 from devtools.httpstub import Response
 from proj.topology import CALLBACKS_QUEUE, REFRESH_QUEUE
+from shop import services
 from shop.models import Product, RefreshItem, RefreshRun
 from shop.workflows import refresh_run_request
 from tests.shop.conftest import make_products, wait_finished
@@ -166,3 +167,30 @@ def test_cron_command_rejects_bad_options_and_starts_nothing(workers, supplier, 
     assert result.returncode != 0
     assert message in result.stderr
     assert RefreshRun.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_chunk_touches_only_its_own_products_when_others_lie_between_them(supplier, settings):
+    """A resumed duplicate's retry can name products with another chunk's between them:
+    the chunk reads its items by id range, and must still refresh only the ones it names.
+    Called in the test process: the service is a plain function; the supplier is real HTTP.
+    """
+    settings.SUPPLIER_API_URL = supplier.server.url
+    products = make_products(5)
+    run, _ = refresh_run_request(
+        product_ids=[p.pk for p in products], trigger=RefreshRun.Trigger.COMMAND
+    )
+    mine, others = products[0::2], products[1::2]
+
+    outcome = services.product_refresh_chunk(run_id=run.pk, product_ids=[p.pk for p in mine])
+
+    assert outcome.summary() == {"succeeded": 3, "failed": 0, "retrying": 0}
+    items = dict(run.items.values_list("product_id", "status"))
+    assert {items[p.pk] for p in mine} == {RefreshItem.Status.SUCCEEDED}
+    assert {items[p.pk] for p in others} == {RefreshItem.Status.PENDING}
+    assert {r.path for r in supplier.product_requests()} == {f"/products/{p.sku}" for p in mine}
+    names = dict(Product.objects.values_list("pk", "name"))
+    assert all(names[p.pk].startswith("placeholder") for p in others)
+    assert not any(names[p.pk].startswith("placeholder") for p in mine)
+    run.refresh_from_db()
+    assert (run.succeeded, run.failed) == (3, 0)

@@ -20,6 +20,7 @@ import functools
 import ipaddress
 import json
 import re
+import select
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import urllib3
+import urllib3.connection
 from django.conf import settings
 
 
@@ -63,6 +65,51 @@ STOCK_MAX = 2**31 - 1
 NAME_MAX = 255
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 
+
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether a kept-alive socket has something to read (an EOF, when the server closed it).
+
+    A zero-timeout poll never blocks, so the unpatched `select.poll` is safe under gevent,
+    where urllib3's own check goes through gevent's poll emulation: 9% of a refresh's CPU.
+    """
+    poller = _native_poll()()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+@functools.cache
+def _native_poll() -> Any:
+    from gevent import monkey
+
+    return monkey.get_original("select", "poll")
+
+
+class _CheapLiveness:
+    """urllib3 asks `is_connected` before reusing every pooled connection."""
+
+    sock: socket.socket | None
+
+    @property
+    def is_connected(self) -> bool:
+        return self.sock is not None and not _readable_now(self.sock)
+
+
+class _HTTPConnection(_CheapLiveness, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_CheapLiveness, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
 _pools_lock = threading.Lock()
 _pools: dict[tuple[str, str, int | None], urllib3.HTTPConnectionPool] = {}
 
@@ -79,9 +126,7 @@ def connection_pool(scheme: str, host: str, port: int | None) -> urllib3.HTTPCon
         with _pools_lock:
             pool = _pools.get(key)
             if pool is None:
-                cls = (
-                    urllib3.HTTPSConnectionPool if scheme == "https" else urllib3.HTTPConnectionPool
-                )
+                cls = _HTTPSPool if scheme == "https" else _HTTPPool
                 pool = _pools[key] = cls(
                     host,
                     port,

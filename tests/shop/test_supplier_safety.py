@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from django.db import connection
 
-from devtools.demo import supplier_record
+from devtools.demo import demo_sku, supplier_record
 from devtools.httpstub import RecordingServer, Response
 from shop import supplier as client
 from shop.models import Product, RefreshRun
@@ -122,3 +122,28 @@ def test_an_internal_address_that_is_not_configured_is_refused(url, settings):
 def test_the_configured_host_is_allowed_even_on_loopback(settings, supplier):
     settings.SUPPLIER_API_URL = supplier.server.url
     client.check_destination(f"{supplier.server.url}/products/X")  # does not raise
+
+
+def test_a_kept_alive_connection_the_supplier_closed_is_not_reused(settings):
+    """The pooled connection's liveness check (a zero-timeout poll, shop.supplier): a
+    supplier restart closes every kept-alive connection, and the next fetch must open a
+    new one rather than fail on the dead one.
+    """
+    from devtools.redis_server import free_port
+    from devtools.supplier_stub import SupplierStub
+
+    port = free_port()
+    settings.SUPPLIER_API_URL = f"http://127.0.0.1:{port}"
+    first = SupplierStub(port=port)
+    first.server.start()
+    try:
+        assert client.fetch_product(demo_sku(1)).sku == demo_sku(1)
+    finally:
+        first.server.stop()  # closes the connection the client keeps
+    second = SupplierStub(port=port)
+    second.server.start()
+    try:
+        assert client.fetch_product(demo_sku(2)).sku == demo_sku(2)
+        assert len(second.server.received("GET")) == 1
+    finally:
+        second.server.stop()

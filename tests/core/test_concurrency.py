@@ -1,0 +1,65 @@
+"""core.concurrency.map_concurrently on gevent (as refresh workers run it) and on threads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from django.conf import settings
+
+from core.concurrency import map_concurrently
+
+GEVENT_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import json, time
+from core.concurrency import map_concurrently
+in_flight = peak = 0
+def call(x):
+    global in_flight, peak
+    in_flight += 1; peak = max(peak, in_flight)
+    time.sleep(0.01 * (x % 3))  # patched: yields to the other greenlets
+    in_flight -= 1
+    if x == 13:
+        raise ValueError("thirteen")
+    return x * 10
+ok = map_concurrently(call, range(12), limit=4)
+try:
+    map_concurrently(call, range(20), limit=5)
+    error = None
+except ValueError as exc:
+    error = str(exc)
+print(json.dumps({"ok": ok, "peak": peak, "error": error}))
+"""
+
+
+def test_on_gevent_results_keep_their_order_limit_holds_and_an_error_is_raised():
+    answer = subprocess.run(
+        [sys.executable, "-c", GEVENT_SCRIPT],
+        capture_output=True, text=True, timeout=60, cwd=settings.BASE_DIR, check=True,
+    )  # fmt: skip
+    got = json.loads(answer.stdout)
+    assert got["ok"] == [x * 10 for x in range(12)]
+    assert got["peak"] == 5  # the second call's limit; the first's was 4
+    assert got["error"] == "thirteen"
+
+
+def test_on_threads_the_same():
+    lock, state = threading.Lock(), {"now": 0, "peak": 0}
+
+    def call(x: int) -> int:
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.01)
+        with lock:
+            state["now"] -= 1
+        return -x
+
+    assert map_concurrently(call, range(9), limit=3) == [-x for x in range(9)]
+    assert state["peak"] <= 3
+    with pytest.raises(ZeroDivisionError):
+        map_concurrently(lambda x: 1 // (x - 4), range(9), limit=3)

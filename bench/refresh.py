@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/refresh.py [--products 2000 10000] [--latency-ms 50]
                                       [--database sqlite|postgres] [--only naive|project]
+                                      [--warmup 1000] [--profile]
 
 What it measures, for each design and size, on the real stack (real `celery worker`
 nodes as the topology runs them, Redis, the database, the supplier stand-in over HTTP):
@@ -11,6 +12,10 @@ floor (worker CPU / cores: on a small machine this, not the network, is the boun
 makespan / max(ideal, floor), the machine's busy CPU over the run (every process,
 the database server's included) and makespan / (that / cores), the most requests the
 stand-in ever had in flight, and the callback lag (last product finished -> callback received).
+
+Each design's nodes first refresh `--warmup` products (1,000) unmeasured: nodes that have
+been running have their database and HTTP connections open, a freshly started one opens
+them during its first tasks.
 
 Nothing shared is touched: the broker is a redis-server of the bench's own on a free port
 (or BENCH_BROKER_URL, which it flushes: give it a Redis DB that is yours), the database is
@@ -112,6 +117,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--only", choices=("naive", "project"))
     parser.add_argument("--profile", action="store_true", help="py-spy every worker node")
+    parser.add_argument("--warmup", type=int, default=1000,
+                        help="products refreshed before the measured run, 0: none")  # fmt: skip
     parser.add_argument("--stall-after", type=float, default=60.0,
                         help="give a run up when no product finishes for this long")  # fmt: skip
     return parser.parse_args()
@@ -232,13 +239,14 @@ def run_one(
         n, latency, scenario.chunk_size, settings.REFRESH_CHUNK_CONCURRENCY
     )
     print(f"\n== {scenario.label}: {n:,} products, {tasks:,} tasks ({scenario.note})", flush=True)
-    Product.objects.update(last_refreshed_at=None, last_error="", price=Decimal("1.00"))
     ids = list(Product.objects.order_by("pk").values_list("pk", flat=True)[:n])
     stub = StandIn(int(env["SUPPLIER_API_URL"].rsplit(":", 1)[1]), args.latency_ms, env)
     fleet = WorkerFleet(app, env, VAR_DIR / "log" / f"{scenario.key}-{n}", f"bench-{os.getpid()}")
     pools = tuple(p for p in topology.POOLS if p.name in ("refresh", "callbacks"))
     try:
         fleet.start(pools, extra_args=scenario.worker_args)
+        warm_up(ids[: args.warmup], scenario, args.stall_after)
+        Product.objects.update(last_refreshed_at=None, last_error="", price=Decimal("1.00"))
         pids = [p.pid for p in fleet.procs.values()]
         profilers = profile(fleet, f"{scenario.key}-{n}") if args.profile else []
         cpu0, stub0 = sum(cpu_seconds(p) for p in pids), cpu_seconds(stub.proc.pid)
@@ -285,6 +293,25 @@ def run_one(
           f"CPU s ({1000 * worker_cpu / n:.2f} ms/product), stand-in {standin_cpu:.1f} CPU s, "
           f"peak {stats['peak_in_flight']} requests in flight", flush=True)  # fmt: skip
     return result
+
+
+def warm_up(ids: list[int], scenario: Scenario, stall_after: float) -> None:
+    """Refresh a few products first, as nodes that have been running do not start cold: a
+    node's first tasks open its database and HTTP connection pools (the callbacks node's
+    first finish step took 25 ms on PostgreSQL, 8 of them its own queries)."""
+    from shop.models import RefreshRun
+    from shop.workflows import refresh_run_request
+
+    if not ids:
+        return
+    run, _ = refresh_run_request(
+        product_ids=ids, trigger=RefreshRun.Trigger.COMMAND, chunk_size=scenario.chunk_size
+    )
+    deadline = time.monotonic() + stall_after
+    while not run.is_settled and time.monotonic() < deadline:
+        time.sleep(0.1)
+        run.refresh_from_db()
+    print(f"   warm-up: {len(ids):,} products, {run.status}", flush=True)
 
 
 def profile(fleet: WorkerFleet, label: str) -> list[subprocess.Popen[bytes]]:

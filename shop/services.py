@@ -127,6 +127,8 @@ def _fetch(sku: str) -> supplier.SupplierProduct | Exception:
 
 def product_refresh_chunk(*, run_id: int, product_ids: list[int]) -> ChunkOutcome:
     """Refresh the still-pending products of a chunk; a second delivery finds nothing to do."""
+    if not product_ids:
+        return ChunkOutcome()
     wanted = set(product_ids)
     pending = {
         pid: sku

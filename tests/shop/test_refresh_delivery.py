@@ -181,6 +181,8 @@ def test_a_chunk_touches_only_its_own_products_when_others_lie_between_them(supp
         product_ids=[p.pk for p in products], trigger=RefreshRun.Trigger.COMMAND
     )
     mine, others = products[0::2], products[1::2]
+    empty = services.product_refresh_chunk(run_id=run.pk, product_ids=[])  # a malformed message
+    assert empty.summary() == {"succeeded": 0, "failed": 0, "retrying": 0}
 
     outcome = services.product_refresh_chunk(run_id=run.pk, product_ids=[p.pk for p in mine])
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import IntegrityError, InterfaceError, OperationalError, router, transaction
+from django.db import InterfaceError, OperationalError, router, transaction
 from django.db import connections as db_connections
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import ChordCounter
@@ -49,25 +49,56 @@ class ChordSafeDatabaseBackend(DatabaseBackend):
             logger.exception("Chord %s: the callback could not be published", request.group)
 
     def _count_part(self, request: Any) -> Any:
-        """Count `request` as one distinct finished part; the callback when it was the last."""
+        """Count `request` as one distinct finished part; the callback when it was the last.
+
+        The part is recorded first and the counter row locked last, by one UPDATE held
+        until the commit: at a run's end every chunk counts itself at once, and with the
+        lock taken first they queued behind each other's round trips (25 ms on PostgreSQL).
+        """
         tid, gid = request.id, request.group
         if not gid or not tid or not request.chord:
             return None
-        with transaction.atomic(using=router.db_for_write(ChordCounter)):
-            counter = ChordCounter.objects.select_for_update().filter(group_id=gid).first()
-            if counter is None:
-                logger.info("Chord %s already fired; ignoring part %s", gid, tid)
-                return None
-            try:
-                with transaction.atomic(using=router.db_for_write(ChordPart)):
-                    ChordPart.objects.create(group_id=gid, task_id=tid)
-            except IntegrityError:
+        using = router.db_for_write(ChordCounter)
+        with transaction.atomic(using=using):
+            if not _record_part(using, gid, tid):
                 logger.warning("Chord %s: part %s delivered twice; counted once", gid, tid)
                 return None
-            counter.count -= 1
-            if counter.count > 0:
-                counter.save(update_fields=["count"])
+            left = _decrement(using, gid)
+            if left is None:
+                logger.info("Chord %s already fired; ignoring part %s", gid, tid)
+                transaction.set_rollback(True, using=using)  # no part row for a gone chord
                 return None
-            counter.delete()
-            ChordPart.objects.filter(group_id=gid).delete()
+            if left > 0:
+                return None
+            ChordCounter.objects.using(using).filter(group_id=gid).delete()
+            ChordPart.objects.using(using).filter(group_id=gid).delete()
         return request.chord
+
+
+def _record_part(using: str, group_id: str, task_id: str) -> bool:
+    """Insert the part unless it is there; False for a duplicate (no error to recover from)."""
+    connection = db_connections[using]
+    quote, meta = connection.ops.quote_name, ChordPart._meta
+    columns = ", ".join(quote(meta.get_field(f).column) for f in ("group_id", "task_id"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES (%s, %s) "
+            "ON CONFLICT DO NOTHING RETURNING 1",
+            [group_id, task_id],
+        )
+        return cursor.fetchone() is not None
+
+
+def _decrement(using: str, group_id: str) -> int | None:
+    """Parts still to come, the counter row locked until commit; None when it is gone."""
+    connection = db_connections[using]
+    quote, meta = connection.ops.quote_name, ChordCounter._meta
+    count = quote(meta.get_field("count").column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(meta.db_table)} SET {count} = {count} - 1 "
+            f"WHERE {quote(meta.get_field('group_id').column)} = %s RETURNING {count}",
+            [group_id],
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]

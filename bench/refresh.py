@@ -27,6 +27,7 @@ counted apart), and workers are named `*@bench-<pid>`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -50,6 +51,8 @@ from proj import topology  # noqa: E402
 VAR_DIR = BASE_DIR / "var" / "bench"
 SQLITE_URL = f"sqlite:///{VAR_DIR / 'refresh.sqlite3'}"
 POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/bench_refresh"
+# Where a local PostgreSQL keeps its postmaster's pid (Debian's default cluster).
+PG_PIDFILE = os.environ.get("BENCH_PG_PIDFILE", "/var/run/postgresql/15-main.pid")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -91,6 +94,7 @@ class Result:
     worker_cpu: float
     standin_cpu: float
     machine_cpu: float
+    database_cpu: float | None
     peak_in_flight: int
     callback_lag: float | None
     status: str
@@ -136,6 +140,23 @@ def machine_cpu_seconds() -> float:
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
     return (user + nice + system + irq + softirq + steal) / TICKS
+
+
+def database_cpu_seconds(database: str) -> float | None:
+    """CPU of a local PostgreSQL server: its postmaster, the backends it reaped, the live
+    ones. None for SQLite (it runs inside the workers) or a server this bench cannot see."""
+    if database != "postgres":
+        return None
+    try:
+        postmaster = int(Path(PG_PIDFILE).read_text().split()[0])
+        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+        total = sum(int(f) for f in fields[11:15]) / TICKS  # utime, stime, cutime, cstime
+        for child in Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split():
+            with contextlib.suppress(OSError):  # a backend that just ended
+                total += cpu_seconds(int(child))
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
 
 
 def configure(args: argparse.Namespace, broker: str, stub_url: str) -> dict[str, str]:
@@ -250,7 +271,7 @@ def run_one(
         pids = [p.pid for p in fleet.procs.values()]
         profilers = profile(fleet, f"{scenario.key}-{n}") if args.profile else []
         cpu0, stub0 = sum(cpu_seconds(p) for p in pids), cpu_seconds(stub.proc.pid)
-        machine0 = machine_cpu_seconds()
+        machine0, database0 = machine_cpu_seconds(), database_cpu_seconds(args.database)
         run, _ = refresh_run_request(
             product_ids=ids, trigger=RefreshRun.Trigger.COMMAND, chunk_size=scenario.chunk_size
         )
@@ -271,6 +292,8 @@ def run_one(
         worker_cpu = sum(cpu_seconds(p) for p in pids) - cpu0
         standin_cpu = cpu_seconds(stub.proc.pid) - stub0
         machine_cpu = machine_cpu_seconds() - machine0
+        database1 = database_cpu_seconds(args.database)
+        database_cpu = database1 - database0 if database0 is not None and database1 else None
         stats = stub.stats()
     finally:
         for profiler in profilers:
@@ -285,6 +308,7 @@ def run_one(
         scenario=scenario, n=n, tasks=tasks, concurrency=concurrency, ideal=ideal,
         makespan=received - run.created_at.timestamp() if received else None,
         worker_cpu=worker_cpu, standin_cpu=standin_cpu, machine_cpu=machine_cpu,
+        database_cpu=database_cpu,
         peak_in_flight=stats["peak_in_flight"],
         callback_lag=received - last_item.timestamp() if received and last_item else None,
         status=run.status, succeeded=run.succeeded,
@@ -363,16 +387,16 @@ def report(results: list[Result], *, latency_ms: float, database: str, load: str
         "",
         "| Design | Products | Tasks | Makespan (s) | Ideal (s) | Worker CPU (s) "
         "| CPU / product (ms) | CPU floor (s) | Makespan / max(ideal, floor) "
-        "| Stand-in CPU (s) | Machine CPU (s) | Makespan / machine floor "
+        "| Stand-in CPU (s) | Database CPU (s) | Machine CPU (s) | Makespan / machine floor "
         "| Peak in flight | Callback lag (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ratio = f"{r.makespan / r.bound:.2f}x" if r.makespan else f"did not finish ({r.status})"
         lines.append(
             f"| {r.scenario.label} | {r.n:,} | {r.tasks:,} | {fmt(r.makespan)} | {r.ideal:.2f} "
             f"| {r.worker_cpu:.1f} | {1000 * r.worker_cpu / r.n:.2f} | {r.floor:.2f} | {ratio} "
-            f"| {r.standin_cpu:.1f} | {r.machine_cpu:.1f} "
+            f"| {r.standin_cpu:.1f} | {fmt(r.database_cpu, '.1f')} | {r.machine_cpu:.1f} "
             f"| {fmt(r.makespan / r.machine_floor if r.makespan else None)}x "
             f"| {r.peak_in_flight} | {fmt(r.callback_lag, '.3f')} |"
         )

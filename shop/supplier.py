@@ -7,11 +7,12 @@ cloud metadata address gets a permanent error, not a request). Errors come in tw
 because they are handled differently: `TransientError` (worth retrying later) and
 `PermanentError` (retrying cannot help; record it with a message a person understands).
 
-One urllib3 PoolManager per process is reused by every chunk: connections are kept alive,
-nothing is looked up in the environment per request (no proxy or netrc lookups), and none
-of the per-call preparation `requests` does (hooks, cookies, settings merges), which cost
-more CPU than the rest of a product's refresh. Outbound proxies, if ever needed, are
-configured here explicitly.
+One urllib3 connection pool per origin and process is reused by every chunk: connections
+are kept alive (checked with a plain zero-timeout poll before reuse), nothing is looked up
+in the environment per request (no proxy or netrc lookups), and none of the per-call
+preparation `requests` does (hooks, cookies, settings merges), which cost more CPU than
+the rest of a product's refresh. Outbound proxies, if ever needed, are configured here
+explicitly.
 """
 
 from __future__ import annotations

@@ -24,9 +24,11 @@ def warn_about_the_broker(sender: Any = None, **kwargs: Any) -> None:
 @celeryd_after_setup.connect
 def fill_freed_slots_at_once(sender: str, instance: Any, **kwargs: Any) -> None:
     """Green nodes take the next message when a slot frees, change queues at once, and on
-    RabbitMQ do not wait 0.1 s after each message (core.greenpoll)."""
-    from core import greenpoll
+    RabbitMQ do not wait 0.1 s after each message (core.greenpoll); no node stops for good
+    when Redis goes away with tasks in flight (core.redis_restore)."""
+    from core import greenpoll, redis_restore
 
+    redis_restore.install()
     if getattr(instance.pool_cls, "is_green", False):
         greenpoll.install(brpop_timeout=settings.WORKER_BRPOP_TIMEOUT)
 

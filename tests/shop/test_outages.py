@@ -81,6 +81,41 @@ def test_the_broker_down_saves_the_run_and_it_starts_when_the_broker_is_back(
     assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
 
 
+def test_the_broker_lost_mid_run_and_back_empty_the_run_finishes_and_no_node_dies(
+    app, workers, supplier, private_broker
+):
+    """Redis dies while every chunk is in flight (delivered, unacknowledged) and comes back
+    empty. Each node's consumer closes its broken connection, whose channel tries to put
+    the unacknowledged messages back; kombu raised AttributeError there (the transport
+    already closed), which Celery calls unrecoverable: the node shut down for good. A race:
+    without core.redis_restore this failed in about half the runs ("nodes died").
+    """
+    supplier.reset(StubBehaviour(latency=0.5))
+    products = make_products(200)
+    fleet = private_broker.fleet  # type: ignore[attr-defined]
+    with publishing_to(app, private_broker.url):
+        run, _ = refresh_run_request(
+            product_ids=[p.pk for p in products], trigger=RefreshRun.Trigger.COMMAND,
+            chunk_size=10,
+        )  # fmt: skip
+    wait_for(lambda: len(supplier.product_requests()) >= 100, what="the chunks to be in flight")
+
+    private_broker.stop()
+    time.sleep(3)
+    private_broker.start()  # back, and empty
+
+    with Reconciler(fleet.env, fleet.log_dir / "reconciler-mid-run.log"):
+        run = wait_finished(run, timeout=90)
+    assert run.status == RefreshRun.Status.SUCCEEDED
+    assert (run.succeeded, run.failed) == (200, 0)
+    assert len(supplier.callbacks()) == 1
+    dead = {node: proc.returncode for node, proc in fleet.procs.items() if proc.poll() is not None}
+    assert not dead, f"nodes died: {dead}"
+    with publishing_to(app, private_broker.url), app.connection_for_write() as conn:
+        replies = app.control.ping(timeout=2, connection=conn)  # not a pooled, dead one
+    assert {name.split("@")[0] for reply in replies for name in reply} >= set(fleet.procs)
+
+
 def _drop_worker_connections() -> int:
     """pg_terminate_backend every other session on the test database: a failover."""
     with connection.cursor() as cursor:

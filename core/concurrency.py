@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import select
+import socket
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -48,3 +51,23 @@ def map_concurrently(func: Callable[[T], R], items: Iterable[T], *, limit: int) 
         return results
     with ThreadPoolExecutor(max_workers=limit) as pool:
         return list(pool.map(func, items))
+
+
+def readable_now(sock: socket.socket) -> bool:
+    """Whether `sock` has something to read right now (data, or EOF when the peer closed).
+
+    A zero-timeout poll never blocks, so the unpatched `select.poll` is safe on a gevent
+    worker, where the patched one goes through gevent's emulation (9% of a refresh's CPU
+    in urllib3's check of every pooled connection); and `poll`, unlike `select`, takes
+    descriptors above 1024, which a node with hundreds of HTTP connections reaches.
+    """
+    poller = _native_poll()()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+@functools.cache
+def _native_poll() -> Any:
+    from gevent import monkey
+
+    return monkey.get_original("select", "poll")

@@ -37,13 +37,14 @@ import contextlib
 import functools
 import logging
 import os
-import select
 import threading
 from collections.abc import Callable
 from queue import Empty
 from typing import Any
 
 from kombu.utils.eventio import READ
+
+from core.concurrency import readable_now
 
 _MARK = "_shop_waits_for_a_free_slot"
 logger = logging.getLogger(__name__)
@@ -178,10 +179,9 @@ def _drain_if_readable(quick_drain: Callable[..., Any]) -> Callable[..., Any]:
     def drain(connection: Any, timeout: float = 0.1) -> Any:
         transport = getattr(getattr(connection, "connection", None), "transport", None)
         sock = getattr(transport, "sock", None)
-        if sock is not None and not getattr(transport, "_read_buffer", b""):
-            readable, _, _ = select.select([sock], [], [], 0)
-            if not readable:
-                return None  # nothing arrived: do not wait 0.1 s for it
+        buffered = getattr(transport, "_read_buffer", b"")
+        if sock is not None and not buffered and not readable_now(sock):
+            return None  # nothing arrived: do not wait 0.1 s for it
         return quick_drain(connection, timeout)
 
     return drain

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import socket
 import subprocess
 import sys
 import threading
@@ -11,12 +14,12 @@ import time
 import pytest
 from django.conf import settings
 
-from core.concurrency import map_concurrently
+from core.concurrency import map_concurrently, readable_now
 
 GEVENT_SCRIPT = """
 from gevent import monkey; monkey.patch_all()
 import json, time
-from core.concurrency import map_concurrently
+from core.concurrency import map_concurrently, readable_now
 in_flight = peak = 0
 def call(x):
     global in_flight, peak
@@ -63,3 +66,25 @@ def test_on_threads_the_same():
     assert state["peak"] <= 3
     with pytest.raises(ZeroDivisionError):
         map_concurrently(lambda x: 1 // (x - 4), range(9), limit=3)
+
+
+def test_readable_now_tells_data_and_a_closed_peer_even_above_fd_1024():
+    """The liveness check of pooled connections and the green loop's drain rely on it; a
+    node with hundreds of HTTP connections has descriptors where select() cannot go."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"cannot open descriptors above 1024 here (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    ours, peer = socket.socketpair()
+    high = socket.socket(fileno=os.dup2(ours.fileno(), 1500))
+    ours.close()
+    try:
+        assert not readable_now(high)
+        peer.sendall(b"x")
+        assert readable_now(high)
+        assert high.recv(1) == b"x"
+        peer.close()
+        assert readable_now(high)  # EOF: the server closed a kept-alive connection
+    finally:
+        high.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -252,8 +252,7 @@ def run_one(
     from django.conf import settings
     from django.db.models import Max
 
-    from shop.models import Product, RefreshRun
-    from shop.workflows import refresh_run_request
+    from shop.models import Product
 
     latency = args.latency_ms / 1000
     tasks, concurrency, ideal = ideal_bound(
@@ -272,28 +271,14 @@ def run_one(
         profilers = profile(fleet, f"{scenario.key}-{n}") if args.profile else []
         cpu0, stub0 = sum(cpu_seconds(p) for p in pids), cpu_seconds(stub.proc.pid)
         machine0, database0 = machine_cpu_seconds(), database_cpu_seconds(args.database)
-        run, _ = refresh_run_request(
-            product_ids=ids, trigger=RefreshRun.Trigger.COMMAND, chunk_size=scenario.chunk_size
-        )
-        started = last_change = time.monotonic()
-        last_done = -1
-        while True:
-            run.refresh_from_db()
-            if run.is_settled:
-                break
-            now = time.monotonic()
-            if run.done != last_done:
-                last_done, last_change = run.done, now
-            if now - last_change > args.stall_after:
-                print(f"   gave up: {run.done:,}/{n:,} done, nothing for {args.stall_after:g} s")
-                break
-            time.sleep(0.05)
+        started = time.monotonic()
+        run = refresh_and_wait(ids, scenario, args.stall_after)
         elapsed = time.monotonic() - started
         worker_cpu = sum(cpu_seconds(p) for p in pids) - cpu0
         standin_cpu = cpu_seconds(stub.proc.pid) - stub0
         machine_cpu = machine_cpu_seconds() - machine0
         database1 = database_cpu_seconds(args.database)
-        database_cpu = database1 - database0 if database0 is not None and database1 else None
+        database_cpu = None if database0 is None or database1 is None else database1 - database0
         stats = stub.stats()
     finally:
         for profiler in profilers:
@@ -323,19 +308,32 @@ def warm_up(ids: list[int], scenario: Scenario, stall_after: float) -> None:
     """Refresh a few products first, as nodes that have been running do not start cold: a
     node's first tasks open its database and HTTP connection pools (the callbacks node's
     first finish step took 25 ms on PostgreSQL, 8 of them its own queries)."""
+    if ids:
+        run = refresh_and_wait(ids, scenario, stall_after)
+        print(f"   warm-up: {len(ids):,} products, {run.status}", flush=True)
+
+
+def refresh_and_wait(ids: list[int], scenario: Scenario, stall_after: float) -> Any:
+    """Start a refresh run of `ids` and poll it until settled, or no product has finished
+    for `stall_after` seconds."""
     from shop.models import RefreshRun
     from shop.workflows import refresh_run_request
 
-    if not ids:
-        return
     run, _ = refresh_run_request(
         product_ids=ids, trigger=RefreshRun.Trigger.COMMAND, chunk_size=scenario.chunk_size
     )
-    deadline = time.monotonic() + stall_after
-    while not run.is_settled and time.monotonic() < deadline:
-        time.sleep(0.1)
+    last_done, last_change = -1, time.monotonic()
+    while True:
         run.refresh_from_db()
-    print(f"   warm-up: {len(ids):,} products, {run.status}", flush=True)
+        if run.is_settled:
+            return run
+        now = time.monotonic()
+        if run.done != last_done:
+            last_done, last_change = run.done, now
+        if now - last_change > stall_after:
+            print(f"   gave up: {run.done:,}/{len(ids):,} done, nothing for {stall_after:g} s")
+            return run
+        time.sleep(0.05)
 
 
 def profile(fleet: WorkerFleet, label: str) -> list[subprocess.Popen[bytes]]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from core.waiting import wait_for
 from notifications.models import Notification
@@ -137,16 +139,52 @@ def test_a_failing_part_fails_the_run_with_a_reason_and_it_can_be_rerun(workers,
 
 @pytest.mark.django_db
 def test_a_report_is_split_only_where_parts_pay_for_themselves(shop, settings):
-    """One part per REPORTS_MIN_ORDERS_PER_PART orders in range, at most one per slot."""
+    """One part per REPORTS_MIN_ORDERS_PER_PART orders in range, at most one per slot; on
+    PostgreSQL the parts split the aggregates, elsewhere the dates."""
     kind = registry.get("sales_summary")
     params = kind.parse_params(kind.clean_params(RANGE))  # four orders in range
 
     settings.REPORTS_MIN_ORDERS_PER_PART = 25_000
     assert kind.plan(params) == [{"from": "2026-03-01", "to": "2026-03-10"}]
     settings.REPORTS_MIN_ORDERS_PER_PART = 2
-    assert kind.plan(params) == [
-        {"from": "2026-03-01", "to": "2026-03-05"},
-        {"from": "2026-03-06", "to": "2026-03-10"},
-    ]
+    if connection.vendor == "postgresql":
+        whole = {"from": "2026-03-01", "to": "2026-03-10"}
+        expected = [{**whole, "aggregate": "days"}, {**whole, "aggregate": "products"}]
+    else:
+        expected = [
+            {"from": "2026-03-01", "to": "2026-03-05"},
+            {"from": "2026-03-06", "to": "2026-03-10"},
+        ]
+    assert kind.plan(params) == expected
     settings.REPORTS_MIN_ORDERS_PER_PART = 1  # four parts would pay, but only two run at once
     assert len(kind.plan(params)) == kind.slots == 2
+
+    # However it splits, the parts add up to what one pass over the range finds.
+    whole_range = kind.combine(params, [kind.gather(params, whole_part(params))])
+    assert kind.combine(params, [kind.gather(params, part) for part in expected]) == whole_range
+    assert whole_range["total_orders"] == 3 and whole_range["total_revenue"] == Decimal("132.50")
+
+
+def whole_part(params: dict) -> dict:
+    """The whole range as one part with every aggregate."""
+    return {"from": params["date_from"].isoformat(), "to": params["date_to"].isoformat()}
+
+
+@pytest.mark.django_db
+def test_top_products_tied_at_the_cut_are_ranked_by_sku(shop):
+    """Names are looked up for the top only: a product tied with the last one still
+    competes on its SKU, wherever the partials listed it."""
+    kind = registry.get("sales_summary")
+    params = kind.parse_params(kind.clean_params({**RANGE, "top_n": "1"}))
+    a, b, c = (shop.products[k].pk for k in "ABC")
+    partial = {
+        "products": {
+            str(b): {"revenue": "10.00", "units": 1},
+            str(c): {"revenue": "5.00", "units": 9},
+            str(a): {"revenue": "10.00", "units": 1},
+        }
+    }
+    top = kind.combine(params, [partial])["top"]
+    assert [(p["sku"], p["name"], p["revenue"]) for p in top] == [
+        ("A-1", "Product A-1", Decimal("10.00"))
+    ]

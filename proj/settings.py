@@ -214,10 +214,11 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["CONN_MAX_AGE"] = 0  # required by Django when the pool is on
     _db["CONN_HEALTH_CHECKS"] = True
     _db["OPTIONS"] = {
-        # libpq waits forever by default for a host that accepts the TCP connection but
-        # never answers (a hung server, a half-open network path); the pool's few
-        # maintenance threads would wait with it and stop replacing connections.
+        # psycopg waits 130 s by default for a host that accepts the TCP connection but
+        # never answers (a hung server, a half-open path), and the pool's three
+        # maintenance threads wait with it instead of replacing connections.
         "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 10),
+        **_db.get("OPTIONS", {}),  # what DATABASE_URL's query string sets (sslmode=...) wins
         "pool": {
             "min_size": env_int("DB_POOL_MIN_SIZE", 1),
             "max_size": env_int("DB_POOL_MAX_SIZE", 6),

@@ -125,6 +125,25 @@ def test_a_real_environment_variable_wins_over_the_file(tmp_path):
     assert seen["database"][1] == "db.example.com"  # the rest still from the file
 
 
+def test_database_url_options_reach_the_connection_beside_the_pool(tmp_path):
+    """?sslmode=require in DATABASE_URL must not be dropped for the pool's options."""
+    url = PRODUCTION["DATABASE_URL"] + "?sslmode=require&connect_timeout=3"
+    env_file = write_env_file(tmp_path, {**PRODUCTION, "DATABASE_URL": url})
+    show = (
+        "import json; from django.db import connection; "
+        "print(json.dumps(connection.get_connection_params(), default=str))"
+    )
+    result = as_cron("shell", "--no-imports", "-c", show, env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    params = json.loads(result.stdout)
+    assert params["sslmode"] == "require" and params["connect_timeout"] == 3
+    assert params["host"] == "db.example.com"
+
+    env_file = write_env_file(tmp_path, PRODUCTION)  # without: the shop's own timeout
+    result = as_cron("shell", "--no-imports", "-c", show, env_file=env_file)
+    assert json.loads(result.stdout)["connect_timeout"] == 10
+
+
 def test_env_example_lists_every_setting_the_settings_read():
     source = (BASE_DIR / "proj" / "settings.py").read_text()
     read = set(re.findall(r'(?:env_\w+|environ\.get|required)\(\s*"([A-Z][A-Z0-9_]+)"', source))

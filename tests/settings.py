@@ -31,7 +31,7 @@ for name, value in {
     "SUPPLIER_RETRY_BACKOFF": "0.2",
     "SUPPLIER_RETRY_BACKOFF_MAX": "2",
     "TASK_DB_MAX_RETRIES": "3",
-    "DB_CONNECT_TIMEOUT": "2",
+    "DB_CONNECT_TIMEOUT": "5",
     # A handful of test orders still split a report into parts, so parts run in parallel.
     "REPORTS_MIN_ORDERS_PER_PART": "1",
     "FULFILMENT_CONNECT_TIMEOUT": "1",

@@ -86,8 +86,19 @@ def _top(products: dict[int, dict[str, Any]], n: int) -> list[dict[str, Any]]:
         while cut < len(ranked) and (ranked[cut][1]["revenue"], ranked[cut][1]["units"]) == key:
             cut += 1
     candidates = dict(ranked[:cut])
-    names = Product.objects.filter(pk__in=candidates).values_list("pk", "sku", "name")
-    top = [{"sku": sku, "name": name, **candidates[pk]} for pk, sku, name in names]
+    ids = list(candidates)
+    names = {
+        pk: (sku, name)
+        for start in range(0, len(ids), 500)  # a big tie stays under SQLite's variable limit
+        for pk, sku, name in Product.objects.filter(pk__in=ids[start : start + 500]).values_list(
+            "pk", "sku", "name"
+        )
+    }
+    top = []
+    for pk, row in candidates.items():
+        # Deleted since it was gathered (its orders went first): still ranked, by its id.
+        sku, name = names.get(pk, (f"#{pk}", "(deleted product)"))
+        top.append({"sku": sku, "name": name, **row})
     return sorted(top, key=lambda p: (-p["revenue"], -p["units"], p["sku"]))[:n]
 
 
@@ -115,18 +126,22 @@ class SalesSummary(ReportType):
         )
         if len(windows) == 1 or connection.vendor != "postgresql":
             return windows
-        whole = {"from": first.isoformat(), "to": last.isoformat()}
-        return [{**whole, "aggregate": name} for name in AGGREGATES]
+        # "over", not "from"/"to": a worker of the release before knew only date windows
+        # and would gather both aggregates for each part (doubled totals); this way it
+        # fails the part with KeyError instead.
+        over = [first.isoformat(), last.isoformat()]
+        return [{"aggregate": name, "over": over} for name in AGGREGATES]
 
     def gather(self, params: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
-        """The part's aggregates ("aggregate": one of AGGREGATES; both when absent)."""
+        """A date window's aggregates, or one aggregate over the whole range."""
         from shop.models import Order, OrderLine
 
-        start, end = _bounds(date.fromisoformat(part["from"]), date.fromisoformat(part["to"]))
+        wanted = part.get("aggregate")
+        first, last = part["over"] if wanted else (part["from"], part["to"])
+        start, end = _bounds(date.fromisoformat(first), date.fromisoformat(last))
         lines = OrderLine.objects.filter(
             order__placed_at__gte=start, order__placed_at__lt=end
         ).exclude(order__status=Order.Status.CANCELLED)
-        wanted = part.get("aggregate")
         if not wanted or connection.vendor != "postgresql":
             # No transaction: on SQLite (BEGIN IMMEDIATE) it would take the write lock and
             # run the parts one after the other.

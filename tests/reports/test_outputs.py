@@ -148,8 +148,8 @@ def test_a_report_is_split_only_where_parts_pay_for_themselves(shop, settings):
     assert kind.plan(params) == [{"from": "2026-03-01", "to": "2026-03-10"}]
     settings.REPORTS_MIN_ORDERS_PER_PART = 2
     if connection.vendor == "postgresql":
-        whole = {"from": "2026-03-01", "to": "2026-03-10"}
-        expected = [{**whole, "aggregate": "days"}, {**whole, "aggregate": "products"}]
+        over = ["2026-03-01", "2026-03-10"]
+        expected = [{"aggregate": "days", "over": over}, {"aggregate": "products", "over": over}]
     else:
         expected = [
             {"from": "2026-03-01", "to": "2026-03-05"},

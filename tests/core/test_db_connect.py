@@ -63,7 +63,7 @@ class HangingThenForwardingProxy:
 @pytest.fixture
 def proxy() -> Iterator[HangingThenForwardingProxy]:
     params = connection.settings_dict
-    p = HangingThenForwardingProxy((params["HOST"] or "127.0.0.1", int(params["PORT"] or 5432)))
+    p = HangingThenForwardingProxy((params["HOST"], int(params["PORT"] or 5432)))
     yield p
     p.close()
 
@@ -88,8 +88,7 @@ def test_the_pool_recovers_once_a_hung_database_host_answers_again(proxy):
         # connections; with psycopg's default connect timeout (130 s) they would still be
         # waiting, and the pool would hand out nothing until then.
         proxy.hanging = False
-        db.settings_dict["OPTIONS"]["pool"]["timeout"] = 20
-        db.pool.timeout = 20
+        db.pool.timeout = 20  # the pool exists now: its own setting is the one read
         db.ensure_connection()
         with db.cursor() as cursor:
             cursor.execute("SELECT current_database()")

@@ -15,7 +15,12 @@ from pathlib import Path
 BUCKETS = {
     "Django ORM / SQL": ("django/db/",),
     "sqlite3 / psycopg": ("sqlite3", "psycopg"),
-    "HTTP client (requests, urllib3, http.client)": ("requests/", "urllib3/", "http/client"),
+    "HTTP client (geventhttpclient, urllib3, http.client)": (
+        "geventhttpclient/",
+        "requests/",
+        "urllib3/",
+        "http/client",
+    ),
     "JSON": ("json/",),
     "gevent": ("gevent/",),
     "kombu / redis client": ("kombu/", "redis/"),

@@ -48,8 +48,9 @@ def readable_now(sock: socket.socket) -> bool:
 
     A zero-timeout poll never blocks, so the unpatched `select.poll` is safe on a gevent
     worker, where the patched one goes through gevent's emulation (9% of a refresh's CPU
-    in urllib3's check of every pooled connection); and `poll`, unlike `select`, takes
-    descriptors above 1024, which a node with hundreds of HTTP connections reaches.
+    when urllib3 checked every pooled connection that way; the supplier client's pool
+    checks with this now); and `poll`, unlike `select`, takes descriptors above 1024,
+    which a node with hundreds of HTTP connections reaches.
     """
     poller = _native_poll()()
     poller.register(sock, select.POLLIN)

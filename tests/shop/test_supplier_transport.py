@@ -59,7 +59,7 @@ class RawServer:
                     self.answer(conn, head)
                 except OSError:
                     return
-                if getattr(conn, "_closed", False) or conn.fileno() < 0:
+                if conn.fileno() < 0:  # the answer closed it
                     return
 
     def close(self) -> None:

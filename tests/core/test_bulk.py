@@ -80,3 +80,39 @@ def test_insert_decimals_nulls_and_datetimes_arrive_as_given():
         key=lambda r: r[1],
     )
     assert got == rows
+
+
+def test_awkward_text_and_a_column_of_nothing_but_nulls_arrive_as_given():
+    """Quotes, backslashes, braces, commas and NUL-free control characters need escaping
+    in a text array literal; a column whose every value is NULL gives no element to infer
+    the array's type from (PostgreSQL sends these arrays in binary)."""
+    awkward = ['a "quoted" name', "back\\slash", "{braces}, commas", "tab\tnew\nline", "NULL", ""]
+    products = Product.objects.bulk_create(
+        Product(sku=f"T-{i}", name="old", last_refreshed_at=datetime(2026, 1, 1, tzinfo=UTC))
+        for i in range(len(awkward))
+    )
+
+    bulk_update_rows(
+        Product,
+        ("name", "description", "last_refreshed_at"),
+        [(p.pk, (text, text * 2, None)) for p, text in zip(products, awkward, strict=True)],
+    )
+
+    got = dict(Product.objects.values_list("pk", "name"))
+    assert [got[p.pk] for p in products] == awkward
+    assert not Product.objects.filter(last_refreshed_at__isnull=False).exists()
+    assert Product.objects.get(pk=products[0].pk).description == awkward[0] * 2
+
+
+def test_the_statement_is_logged_like_any_other_query(settings):
+    """DEBUG's query log (and the debug toolbar, and execute wrappers) see bulk writes too."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    product = Product.objects.create(sku="LOG", name="old")
+    with CaptureQueriesContext(connection) as queries:
+        bulk_update_rows(Product, ("name",), [(product.pk, ("new",))])
+
+    assert len(queries) == 1
+    assert 'UPDATE "shop_product" SET "name"' in queries[0]["sql"]
+    assert Product.objects.get(pk=product.pk).name == "new"

@@ -95,8 +95,11 @@ class Result:
     standin_cpu: float
     machine_cpu: float
     database_cpu: float | None
+    broker_cpu: float | None  # the bench's own redis-server (None: BENCH_BROKER_URL)
+    bench_cpu: float  # this process: creating the run, polling it
     peak_in_flight: int
     callback_lag: float | None
+    finish_lag: float | None  # last product finished -> the run recorded finished
     status: str
     succeeded: int
 
@@ -245,7 +248,13 @@ def ideal_bound(n: int, latency: float, chunk_size: int, per_task: int) -> tuple
 
 
 def run_one(
-    scenario: Scenario, n: int, *, app: Any, env: dict[str, str], args: argparse.Namespace
+    scenario: Scenario,
+    n: int,
+    *,
+    app: Any,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    broker_pid: int | None,
 ) -> Result:
     from decimal import Decimal
 
@@ -271,11 +280,14 @@ def run_one(
         profilers = profile(fleet, f"{scenario.key}-{n}") if args.profile else []
         cpu0, stub0 = sum(cpu_seconds(p) for p in pids), cpu_seconds(stub.proc.pid)
         machine0, database0 = machine_cpu_seconds(), database_cpu_seconds(args.database)
+        broker0, bench0 = broker_pid and cpu_seconds(broker_pid), time.process_time()
         started = time.monotonic()
         run = refresh_and_wait(ids, scenario, args.stall_after)
         elapsed = time.monotonic() - started
         worker_cpu = sum(cpu_seconds(p) for p in pids) - cpu0
         standin_cpu = cpu_seconds(stub.proc.pid) - stub0
+        bench_cpu = time.process_time() - bench0
+        broker_cpu = cpu_seconds(broker_pid) - broker0 if broker_pid else None
         machine_cpu = machine_cpu_seconds() - machine0
         database1 = database_cpu_seconds(args.database)
         database_cpu = None if database0 is None or database1 is None else database1 - database0
@@ -293,14 +305,21 @@ def run_one(
         scenario=scenario, n=n, tasks=tasks, concurrency=concurrency, ideal=ideal,
         makespan=received - run.created_at.timestamp() if received else None,
         worker_cpu=worker_cpu, standin_cpu=standin_cpu, machine_cpu=machine_cpu,
-        database_cpu=database_cpu,
+        database_cpu=database_cpu, broker_cpu=broker_cpu, bench_cpu=bench_cpu,
         peak_in_flight=stats["peak_in_flight"],
         callback_lag=received - last_item.timestamp() if received and last_item else None,
+        finish_lag=(run.finished_at - last_item).total_seconds()
+        if run.finished_at and last_item else None,
         status=run.status, succeeded=run.succeeded,
     )  # fmt: skip
     print(f"   {elapsed:.1f} s, {run.status} {run.succeeded:,}/{n:,}; workers {worker_cpu:.1f} "
           f"CPU s ({1000 * worker_cpu / n:.2f} ms/product), stand-in {standin_cpu:.1f} CPU s, "
           f"peak {stats['peak_in_flight']} requests in flight", flush=True)  # fmt: skip
+    others = machine_cpu - worker_cpu - standin_cpu - (database_cpu or 0)
+    print(f"   the rest of the machine's CPU: {others:.2f} s (broker {fmt(broker_cpu)}, this "
+          f"bench {bench_cpu:.2f}, the kernel and everything else the remainder); callback "
+          f"lag: last product -> run finished {fmt(result.finish_lag, '.3f')} s -> status "
+          f"callback {fmt(result.callback_lag, '.3f')} s", flush=True)  # fmt: skip
     return result
 
 
@@ -449,7 +468,10 @@ def main() -> int:
             for scenario in (NAIVE, project):
                 if args.only in (None, scenario.key):
                     redis.Redis.from_url(broker).flushdb()
-                    results.append(run_one(scenario, n, app=app, env=env, args=args))
+                    broker_pid = private.proc.pid if private and private.proc else None
+                    results.append(
+                        run_one(scenario, n, app=app, env=env, args=args, broker_pid=broker_pid)
+                    )
     except KeyboardInterrupt:
         print("\nInterrupted; workers stopped.", file=sys.stderr)
         return 130

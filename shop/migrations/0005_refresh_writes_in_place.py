@@ -41,15 +41,28 @@ class Migration(migrations.Migration):
             model_name="refreshitem",
             name="shop_refres_run_id_231d5b_idx",
         ),
-        migrations.AlterField(
-            model_name="refreshitem",
-            name="run",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="items",
-                to="shop.refreshrun",
-            ),
+        # Only the index goes: Django's own AlterField would drop and re-validate the
+        # foreign key on PostgreSQL and copy the whole table on SQLite to do it.
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AlterField(
+                    model_name="refreshitem",
+                    name="run",
+                    field=models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="items",
+                        to="shop.refreshrun",
+                    ),
+                ),
+            ],
+            database_operations=[
+                migrations.RunSQL(
+                    'DROP INDEX IF EXISTS "shop_refreshitem_run_id_e98ea9c1"',
+                    'CREATE INDEX "shop_refreshitem_run_id_e98ea9c1" '
+                    'ON "shop_refreshitem" ("run_id")',
+                ),
+            ],
         ),
         migrations.RunPython(fill_factor, default_fill_factor),
     ]

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from django.db import InterfaceError, OperationalError, connection
+
 from core import runs
 
 EXIT_OK = 0
@@ -67,6 +69,14 @@ class Progress:
             self._last_plain = now
         self._last_line = line
 
+    def note(self, text: str) -> None:
+        """A line of its own, below the redrawn progress line if there is one."""
+        if self._drawn:
+            self.out.write("\n")
+            self._drawn = False
+        self.out.write(text + "\n")
+        self.out.flush()
+
     def end(self) -> None:
         if self._drawn:
             self.out.write("\n")
@@ -81,17 +91,34 @@ def wait_settled(
     interval: float = 0.5,
     on_tick: Callable[[runs.Run], Any] | None = None,
 ) -> bool:
-    """Poll `run` until it has settled (callback included); False when `timeout` ran out."""
+    """Poll `run` until it has settled (callback included); False when `timeout` ran out.
+
+    The database dropping the connection (a failover, a restart) does not end the wait:
+    the run goes on without us, so the next poll opens a new connection, and the person
+    or cron mail learns of the outage in one line instead of a traceback.
+    """
     progress = Progress(out)
     deadline = time.monotonic() + timeout if timeout else None
+    outage = False
     try:
         while True:
-            run.refresh_from_db()
-            progress.show(run)
-            if on_tick:
-                on_tick(run)
-            if run.is_settled:
-                return True
+            try:
+                run.refresh_from_db()
+                progress.show(run)
+                if on_tick:
+                    on_tick(run)
+            except (OperationalError, InterfaceError) as exc:
+                connection.close()  # a broken connection is discarded, not reused
+                if not outage:
+                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    progress.note(f"Lost the database connection ({reason}); still waiting.")
+                outage = True
+            else:
+                if outage:
+                    progress.note("Database connection back.")
+                outage = False
+                if run.is_settled:
+                    return True
             if deadline and time.monotonic() > deadline:
                 return False
             time.sleep(interval)

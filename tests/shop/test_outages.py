@@ -4,6 +4,8 @@ empty) and PostgreSQL dropping every worker connection mid-run.
 
 from __future__ import annotations
 
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
@@ -147,4 +149,36 @@ def test_postgresql_dropping_connections_mid_run_still_finishes_the_run(workers,
         run = wait_finished(run, timeout=180)
     assert run.status == RefreshRun.Status.SUCCEEDED, run.error
     assert run.succeeded == 2000
+    assert len(supplier.callbacks()) == 1
+
+
+def test_refresh_command_waiting_through_a_database_failover_reports_the_outcome(workers, supplier):
+    """cron's `refresh_products --wait` loses its own connection too: it says so in one
+    line, keeps waiting, and ends with the run's outcome and exit code, no traceback."""
+    if connection.vendor != "postgresql":
+        pytest.skip("terminating server connections is a PostgreSQL fault")
+    make_products(2000)
+    supplier.reset(StubBehaviour(latency=0.05))
+    result: dict[str, subprocess.CompletedProcess[str]] = {}
+    command = threading.Thread(
+        target=lambda: result.update(
+            done=manage("refresh_products", "--wait", env=workers.env, timeout=240)
+        )
+    )
+    command.start()
+    wait_for(
+        lambda: RefreshRun.objects.filter(succeeded__gt=100).exists(), what="the run's progress"
+    )
+
+    assert _drop_worker_connections() > 0  # the command's, and the workers'
+
+    with Reconciler(workers.env, workers.log_dir / "reconciler-command.log", stall=5):
+        command.join(timeout=240)
+    done = result["done"]
+    run = RefreshRun.objects.get()
+    assert done.returncode == 0, done.stderr
+    assert "Lost the database connection (" in done.stdout
+    assert "still waiting." in done.stdout
+    assert f"Run {run.pk} succeeded: 2,000 refreshed, 0 failed" in done.stdout
+    assert "Traceback" not in done.stderr
     assert len(supplier.callbacks()) == 1

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/standin.py [--latency-ms 50] [--connections 50 400]
                                       [--duration 8] [--warmup 2]
-                                      [--impl threaded tornado asyncio]
+                                      [--impl threaded tornado asyncio uvloop]
 
 Why: the refresh benchmark and `make run` must measure our workers, not the stand-in. A
 stand-in that answers at 50 ms should serve connections / 0.05 s requests a second until
@@ -14,13 +14,15 @@ seconds the server process used, side by side in one run, as a markdown table.
 
 `threaded` is the server this project used before (http.server, a thread per connection, a
 sleeping thread per delayed answer), kept here as the baseline; `tornado` is the alternative
-considered (tornado's HTTPServer on its own loop, timers for latency); `asyncio` is
-devtools.httpstub.RecordingServer (an asyncio Protocol on its own loop, timers for latency).
+considered (tornado's HTTPServer on its own loop, timers for latency); `uvloop` is
+devtools.httpstub.RecordingServer (an asyncio Protocol on its own uvloop loop, timers for
+latency) and `asyncio` the same server on the standard library's event loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import signal
@@ -29,12 +31,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
-IMPLEMENTATIONS = ("threaded", "tornado", "asyncio")
+IMPLEMENTATIONS = ("threaded", "tornado", "asyncio", "uvloop")
 
 
 # -- the baseline: the stand-in's server before the rewrite --------------------------------
@@ -109,7 +112,6 @@ def threaded_server(handler: Any, host: str = "127.0.0.1", port: int = 0) -> Any
 
 def tornado_server(handler: Any, host: str = "127.0.0.1", port: int = 0) -> Any:
     """The alternative considered: tornado's HTTPServer on its IOLoop, timers for latency."""
-    import asyncio
 
     from tornado import httputil
     from tornado.httpserver import HTTPServer
@@ -179,12 +181,17 @@ def tornado_server(handler: Any, host: str = "127.0.0.1", port: int = 0) -> Any:
 
 def serve(impl: str, latency: float) -> None:
     """Subprocess side: run the stand-in, print its URL, serve until SIGTERM."""
+    from devtools.httpstub import RecordingServer
     from devtools.supplier_stub import StubBehaviour, SupplierStub
 
     stub = SupplierStub(StubBehaviour(latency=latency))
-    if impl != "asyncio":
+    if impl != "uvloop":
         stub.server.stop()
-        stub.server = {"threaded": threaded_server, "tornado": tornado_server}[impl](stub.handle)
+        stub.server = {
+            "threaded": threaded_server,
+            "tornado": tornado_server,
+            "asyncio": partial(RecordingServer, event_loop=asyncio.new_event_loop),
+        }[impl](stub.handle)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     print(stub.server.url, flush=True)
     stub.server.serve_forever()
@@ -349,10 +356,10 @@ def table(results: list[Stats], latency_ms: float) -> str:
         )
     by = {(r.impl, r.connections): r for r in results}
     ratios = [
-        f"{c} connections: asyncio / threaded req/s "
-        f"{by['asyncio', c].rate / by['threaded', c].rate:.1f}x"
+        f"{c} connections: uvloop / threaded req/s "
+        f"{by['uvloop', c].rate / by['threaded', c].rate:.1f}x"
         for c in sorted({r.connections for r in results})
-        if ("asyncio", c) in by and ("threaded", c) in by and by["threaded", c].rate
+        if ("uvloop", c) in by and ("threaded", c) in by and by["threaded", c].rate
     ]
     note = f"GET /products/<sku> at {latency_ms:g} ms latency; ideal = connections / latency."
     return "\n".join([*lines, "", note, *ratios])

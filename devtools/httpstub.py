@@ -9,6 +9,9 @@ sleeping through that latency topped out near 1,000 requests a second and let p9
 seconds at 400 connections; here latency is a timer on one asyncio loop. Why asyncio's
 Protocol and not tornado's HTTPServer: measured with bench/standin.py, tornado spends about
 ten times more CPU per request, CPU that the workers under test share on a small machine.
+Why uvloop under it: the same server on uvloop's libuv loop spends 12-45% less CPU per
+request than on the standard library's loop, and varies less (bench/standin.py, `asyncio`
+against `uvloop`); in the refresh benchmark the stand-in shares two cores with the workers.
 The HTTP/1.1 subset is what API clients send: Content-Length bodies, keep-alive, pipelining.
 
 The loop runs in a background thread (`start()`), so tests use the server from the pytest
@@ -27,7 +30,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
+
+import uvloop
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +96,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Answers are one write, but a client's request may not be: no Nagle stalls.
@@ -188,11 +192,19 @@ class RecordingServer:
 
     The port is bound on construction (so `url` is known before `start()`), and `handler`
     may be replaced at any time. It runs on the server's event loop thread and must not
-    block: return a Response with `delay` to answer late.
+    block: return a Response with `delay` to answer late. `event_loop` makes the loop
+    (uvloop's; the standard library's `asyncio.new_event_loop` to compare).
     """
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        event_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop,
+    ) -> None:
         self.handler = handler
+        self._event_loop = event_loop
         self.requests: list[Request] = []
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -261,7 +273,8 @@ class RecordingServer:
     def serve_forever(self) -> None:
         """Serve in this thread until stop() (from another thread) or Ctrl-C."""
         try:
-            asyncio.run(self._serve())
+            with asyncio.Runner(loop_factory=self._event_loop) as runner:
+                runner.run(self._serve())
         finally:
             self._socket.close()
             self._ready.set()  # a failed start must not leave start() waiting

@@ -1,4 +1,4 @@
-"""core.concurrency.map_concurrently on a patched process (a refresh worker) and unpatched."""
+"""core.concurrency on a patched process (a refresh worker) and unpatched."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import pytest
 from django.conf import settings
 
-from core.concurrency import map_concurrently, readable_now
+from core.concurrency import map_concurrently, process_gate, readable_now
 
 GEVENT_SCRIPT = """
 from gevent import monkey; monkey.patch_all()
@@ -66,6 +66,67 @@ def test_unpatched_gevent_native_calls_overlap_in_order_and_an_error_is_raised()
     assert state["peak"] == 3
     with pytest.raises(ZeroDivisionError):
         map_concurrently(lambda x: 1 // (x - 4), range(9), limit=3)
+
+
+GATE_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import json, time
+import gevent
+from core.concurrency import map_concurrently, process_gate
+inside = peak = ticks = 0
+order = []
+def write(x):
+    global inside, peak
+    with process_gate("test-writes"):
+        inside += 1; peak = max(peak, inside)
+        order.append(x)
+        time.sleep(0.02)  # a round trip: patched, other greenlets run meanwhile
+        inside -= 1
+def ticker():
+    global ticks
+    for _ in range(10):
+        time.sleep(0.005); ticks += 1
+clock = gevent.spawn(ticker)
+map_concurrently(write, range(6), limit=6)
+clock.join()
+print(json.dumps({"peak": peak, "order": order, "ticks": ticks,
+                  "same": process_gate("test-writes") is process_gate("test-writes")}))
+"""
+
+
+def test_a_process_gate_lets_one_in_at_a_time_in_turn_and_other_greenlets_run_meanwhile():
+    answer = subprocess.run(
+        [sys.executable, "-c", GATE_SCRIPT],
+        capture_output=True, text=True, timeout=60, cwd=settings.BASE_DIR, check=True,
+    )  # fmt: skip
+    got = json.loads(answer.stdout)
+    assert got["peak"] == 1
+    assert got["order"] == list(range(6))  # first come, first served
+    assert got["ticks"] == 10  # the process was not blocked while a greenlet held the gate
+    assert got["same"]
+
+
+def test_unpatched_a_process_gate_is_a_thread_semaphore_shared_by_name():
+    import threading
+
+    inside, peak, count = [0], [0], threading.Lock()
+
+    def write() -> None:
+        with process_gate("test-threads", size=2):
+            with count:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            threading.Event().wait(0.02)
+            with count:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=write) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] == 2
+    assert process_gate("test-threads") is process_gate("test-threads", size=5)
 
 
 def test_readable_now_tells_data_and_a_closed_peer_even_above_fd_1024():

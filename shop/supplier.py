@@ -29,8 +29,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import gevent
 from django.conf import settings
+from gevent import monkey
 from geventhttpclient import HTTPClient
 from geventhttpclient.response import (
     HTTPConnectionClosed,
@@ -77,9 +77,12 @@ CURRENCY = re.compile(r"^[A-Z]{3}$")
 USER_AGENT = "shop-backoffice (+geventhttpclient)"
 RETRIES_ON_A_CLOSED_CONNECTION = 2
 
-# One client per (event loop, origin): gevent's sockets and locks belong to the hub of the
-# thread that made them. A gevent worker has one hub; elsewhere, each calling thread its own.
-_clients: dict[tuple[Any, str, str, int | None], HTTPClient] = {}
+# One client per (thread, origin): gevent's sockets and locks belong to the hub of the
+# thread that made them. A gevent worker has one thread (one hub); elsewhere each calling
+# thread has its own clients, in a store of the real thread (gevent's patched
+# threading.local would be a greenlet's), freed with it: short-lived threads calling the
+# supplier do not each leave a client with its kept-alive connections behind.
+_thread_store = monkey.get_original("_thread", "_local")()
 
 
 def _still_open(sock: socket.socket) -> bool:
@@ -92,10 +95,14 @@ def _still_open(sock: socket.socket) -> bool:
 def client_for(scheme: str, host: str, port: int | None) -> HTTPClient:
     """The calling event loop's client of one origin, sized for every concurrent request of
     the process (`SUPPLIER_POOL_SIZE`: a request beyond it waits for a connection)."""
-    key = (gevent.get_hub(), scheme, host, port)
-    client = _clients.get(key)
+    clients: dict[tuple[str, str, int | None], HTTPClient] | None
+    clients = getattr(_thread_store, "clients", None)
+    if clients is None:
+        clients = _thread_store.clients = {}
+    key = (scheme, host, port)
+    client = clients.get(key)
     if client is None:
-        client = _clients[key] = HTTPClient(
+        client = clients[key] = HTTPClient(
             host,
             port,
             ssl=scheme == "https",  # verified against the system's CA bundle (or certifi)

@@ -28,6 +28,8 @@ class RawServer:
         self.answer = answer
         self.connections = 0
         self.requests = 0
+        self.open = 0  # connections the client has not closed yet
+        self._count = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -42,6 +44,15 @@ class RawServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        with self._count:
+            self.open += 1
+        try:
+            self._answer_all(conn)
+        finally:
+            with self._count:
+                self.open -= 1
+
+    def _answer_all(self, conn: socket.socket) -> None:
         with conn:
             buffer = b""
             while True:
@@ -95,6 +106,29 @@ def test_kept_alive_connection_is_reused_across_requests(raw):
     for _ in range(3):
         assert client.fetch_product(SKU).name == GOOD["name"]
     assert (server.connections, server.requests) == (1, 3)
+
+
+def test_threads_that_called_the_supplier_leave_no_connection_open_once_they_are_gone(raw):
+    """Each thread has its own client (gevent's sockets belong to the thread's hub); a
+    process whose short-lived threads call the supplier must not keep one kept-alive
+    connection per thread that ever ran."""
+    import gc
+    import json
+    import time
+
+    server = raw(lambda conn, head: conn.sendall(ok(json.dumps(GOOD).encode())))
+    names = []
+    for _ in range(4):
+        thread = threading.Thread(target=lambda: names.append(client.fetch_product(SKU).name))
+        thread.start()
+        thread.join()
+    assert names == [GOOD["name"]] * 4
+    assert server.connections == 4
+    deadline = time.monotonic() + 10
+    while server.open and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert server.open == 0
 
 
 def test_a_supplier_that_drops_every_connection_is_retried_twice_then_a_transient_error(raw):

@@ -8,6 +8,7 @@ import resource
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -37,12 +38,17 @@ print(json.dumps({"ok": ok, "peak": peak, "error": error}))
 """
 
 
-def test_on_gevent_results_keep_their_order_limit_holds_and_an_error_is_raised():
+def run_patched(script: str) -> dict[str, Any]:
+    """Run `script` in a fresh, monkey-patched interpreter; what it printed, as JSON."""
     answer = subprocess.run(
-        [sys.executable, "-c", GEVENT_SCRIPT],
+        [sys.executable, "-c", script],
         capture_output=True, text=True, timeout=60, cwd=settings.BASE_DIR, check=True,
     )  # fmt: skip
-    got = json.loads(answer.stdout)
+    return json.loads(answer.stdout)
+
+
+def test_on_gevent_results_keep_their_order_limit_holds_and_an_error_is_raised():
+    got = run_patched(GEVENT_SCRIPT)
     assert got["ok"] == [x * 10 for x in range(12)]
     assert got["peak"] == 5  # the second call's limit; the first's was 4
     assert got["error"] == "thirteen"
@@ -95,11 +101,7 @@ print(json.dumps({"peak": peak, "order": order, "ticks": ticks,
 
 
 def test_a_process_gate_lets_one_in_at_a_time_in_turn_and_other_greenlets_run_meanwhile():
-    answer = subprocess.run(
-        [sys.executable, "-c", GATE_SCRIPT],
-        capture_output=True, text=True, timeout=60, cwd=settings.BASE_DIR, check=True,
-    )  # fmt: skip
-    got = json.loads(answer.stdout)
+    got = run_patched(GATE_SCRIPT)
     assert got["peak"] == 1
     assert got["order"] == list(range(6))  # first come, first served
     assert got["ticks"] == 10  # the process was not blocked while a greenlet held the gate

@@ -36,6 +36,24 @@ def test_values_nulls_decimals_json_and_many_rows():
     assert Product.objects.filter(last_refreshed_at__isnull=True).count() == 500
 
 
+def test_values_equal_in_python_but_of_other_types_each_arrive_as_given():
+    """Each distinct value is prepared once per statement: 1, True and 1.0 are equal
+    in Python, and must still land as a number, a boolean and a float."""
+    products = Product.objects.bulk_create(Product(sku=f"E-{i}") for i in range(5))
+    details: list[object] = [1, True, 1.0, "1", 1]
+    when = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+    bulk_update_rows(
+        Product,
+        ("supplier_details", "last_refreshed_at"),
+        [(p.pk, (d, when)) for p, d in zip(products, details, strict=True)],
+    )
+
+    got = list(Product.objects.order_by("pk").values_list("supplier_details", "last_refreshed_at"))
+    assert [(type(d), d) for d, _ in got] == [(type(d), d) for d in details]
+    assert {w for _, w in got} == {when}
+
+
 def test_only_the_named_columns_change_and_nothing_is_sent_for_no_rows():
     product = Product.objects.create(sku="KEEP", name="keep", stock=7, description="d")
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ CELERY = str(Path(sys.executable).parent / "celery")
 # Node names are <pool>@HOSTNAME; another checkout running its suite on this machine sets
 # its own so the two fleets never answer each other's pings.
 HOSTNAME = os.environ.get("SHOP_TEST_HOSTNAME", "pytest")
+# A wait for idle workers longer than this is reported (as a warning in pytest's summary).
+SLOW_IDLE = 5.0
 
 
 def database_url(settings_dict: dict[str, Any]) -> str:
@@ -143,14 +146,32 @@ class WorkerFleet:
         client = redis.Redis.from_url(broker_url)
         names = [q.name for q in topology.QUEUES]
         nodes = [n for p in self.pools for n in self.nodes(p)]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not any(client.llen(name) for name in names):
-                replies = self.app.control.inspect(destination=nodes, timeout=0.5).active() or {}
-                if not any(replies.values()):
-                    return True
-            time.sleep(0.2)
-        return False
+        started = time.monotonic()
+        busy = ""
+        try:
+            while time.monotonic() < started + timeout:
+                queued = {name: n for name in names if (n := client.llen(name))}
+                if queued:
+                    busy = f"queued {queued}"
+                else:
+                    inspect = self.app.control.inspect(destination=nodes, timeout=0.5)
+                    replies = inspect.active() or {}
+                    if not any(replies.values()):
+                        return True
+                    busy = "running " + "; ".join(
+                        f"{node}: {', '.join(t.get('name', '?') for t in tasks)}"
+                        for node, tasks in replies.items()
+                        if tasks
+                    )
+                time.sleep(0.2)
+            return False
+        finally:
+            waited = time.monotonic() - started
+            if waited > SLOW_IDLE:  # a test left work behind: say what, once
+                warnings.warn(
+                    f"waited {waited:.1f} s for the workers to go idle; last seen: {busy}",
+                    stacklevel=2,
+                )
 
     def ensure_running(self) -> None:
         """Start again every node of the fleet that is not running (after a fault test)."""

@@ -59,6 +59,13 @@ def readable_now(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
+def cooperative() -> bool:
+    """Whether gevent patched this process (a gevent worker): waits must then yield."""
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("threading"))
+
+
 _gates: dict[str, Any] = {}
 
 
@@ -75,9 +82,7 @@ def process_gate(name: str, size: int = 1) -> Any:
     """
     gate = _gates.get(name)
     if gate is None:
-        from gevent import monkey
-
-        if monkey.is_module_patched("threading"):
+        if cooperative():
             from gevent.lock import BoundedSemaphore
 
             gate = _gates.setdefault(name, BoundedSemaphore(size))

@@ -27,17 +27,11 @@ from typing import Any
 
 from django.db.backends.sqlite3 import base
 
+from core.concurrency import cooperative
+
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
 IDLE_CONNECTIONS = 64
 FIRST_STEP, LONGEST_STEP = 0.001, 0.05
-
-
-def _cooperative() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a pinned dependency
-        return False
-    return bool(monkey.is_module_patched("threading"))
 
 
 class _Process:
@@ -104,26 +98,26 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()
         self._busy_timeout = float(params.get("timeout", 5))
-        if _cooperative():
+        if cooperative():
             params["timeout"] = 0  # SQLite answers "busy" at once; _patiently waits
         return params
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> sqlite3.Connection:
-        if _cooperative():
+        if cooperative():
             idle = _state().idle[self.settings_dict["NAME"]]
             if idle:
                 return idle.pop()
         return super().get_new_connection(conn_params)
 
     def create_cursor(self, name: str | None = None) -> Any:
-        if not _cooperative():
+        if not cooperative():
             return super().create_cursor(name)
         cursor = self.connection.cursor(factory=CooperativeCursor)
         cursor.busy_timeout = getattr(self, "_busy_timeout", 20.0)
         return cursor
 
     def _start_transaction_under_autocommit(self) -> None:
-        if not _cooperative():
+        if not cooperative():
             return super()._start_transaction_under_autocommit()
         _state().writer.acquire()  # yields to the process's other greenlets while it waits
         self._holds_writer = True
@@ -148,7 +142,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _close(self) -> None:
         connection = self.connection
         self._release_writer()
-        if connection is not None and _cooperative():
+        if connection is not None and cooperative():
             if connection.in_transaction:
                 connection.rollback()
             idle = _state().idle[self.settings_dict["NAME"]]

@@ -24,6 +24,7 @@ import ipaddress
 import json
 import re
 import socket
+import weakref
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -118,6 +119,9 @@ def client_for(scheme: str, host: str, port: int | None) -> HTTPClient:
         # before reuse, so two retries: a server that drops every connection must not see
         # 800 connects per product. (Only read there; the semaphore keeps the real size.)
         pool.size = RETRIES_ON_A_CLOSED_CONNECTION - 1
+        # The store dies with its thread: close the kept-alive sockets then, not whenever
+        # the collector gets to them (an unclosed-socket ResourceWarning each).
+        weakref.finalize(client, pool.close)
     return client
 
 

@@ -115,20 +115,25 @@ def test_threads_that_called_the_supplier_leave_no_connection_open_once_they_are
     import gc
     import json
     import time
+    import warnings
 
     server = raw(lambda conn, head: conn.sendall(ok(json.dumps(GOOD).encode())))
     names = []
-    for _ in range(4):
-        thread = threading.Thread(target=lambda: names.append(client.fetch_product(SKU).name))
-        thread.start()
-        thread.join()
-    assert names == [GOOD["name"]] * 4
-    assert server.connections == 4
-    deadline = time.monotonic() + 10
-    while server.open and time.monotonic() < deadline:
-        gc.collect()
-        time.sleep(0.05)
-    assert server.open == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(4):
+            thread = threading.Thread(target=lambda: names.append(client.fetch_product(SKU).name))
+            thread.start()
+            thread.join()
+        assert names == [GOOD["name"]] * 4
+        assert server.connections == 4
+        deadline = time.monotonic() + 10
+        while server.open and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.05)
+        assert server.open == 0
+    # Closed by the client going away, not left to the collector.
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 def test_a_supplier_that_drops_every_connection_is_retried_twice_then_a_transient_error(raw):

@@ -2,8 +2,12 @@
 
 Imported by the conftests of the packages that need mail (at collection, before the
 session's worker fleet starts): it points the workers' email settings at a port chosen
-here, where the sink listens from the first test that asks for it. One sink per session,
-however many conftests import this module; tests tell their messages apart by address.
+here, and the sink listens there from then on. Not from the first test that asks for it:
+a test that does not ask still makes the workers send (a failed refresh mails its
+requester), and until then nothing held the port: a connection refused or, once another
+server took the port, one left waiting for a greeting (EMAIL_TIMEOUT per attempt, while
+the next test's teardown waited). One sink per session, however many conftests import
+this module; tests tell their messages apart by address.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import pytest
 from devtools.redis_server import free_port
 from devtools.smtp_sink import SmtpSink
 
-SINK = SmtpSink(port=int(os.environ.get("TEST_SMTP_PORT") or free_port()))
+SINK = SmtpSink(port=int(os.environ.get("TEST_SMTP_PORT") or free_port())).start()
 atexit.register(SINK.stop)
 
 # What the workers read when the fleet starts (this process reads its settings earlier:

@@ -209,10 +209,12 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     # gevent worker would open a new PostgreSQL connection; with Django's psycopg pool,
     # close() just returns it. Keep DB_POOL_MAX_SIZE x processes under max_connections.
     # After a failover or a restart, the pool would hand out connections the server has
-    # already closed (one failed request or task each); Django's health check makes the
-    # pool test each one on checkout (one round trip) and replace the dead ones.
+    # already closed (one failed request or task each). core.db.postgresql tests each one on
+    # checkout (one round trip) and, at the first dead one, every idle one; Django's own
+    # check (CONN_HEALTH_CHECKS) would back off 1, 2, 4, 8 s per dead connection instead.
+    _db["ENGINE"] = "core.db.postgresql"
     _db["CONN_MAX_AGE"] = 0  # required by Django when the pool is on
-    _db["CONN_HEALTH_CHECKS"] = True
+    _db["CONN_HEALTH_CHECKS"] = False  # the backend checks (see above)
     _db["OPTIONS"] = {
         # psycopg waits 130 s by default for a host that accepts the TCP connection but
         # never answers (a hung server, a half-open path), and the pool's three
@@ -507,7 +509,7 @@ REPORTS_MAX_RANGE_DAYS = env_int("REPORTS_MAX_RANGE_DAYS", 366)
 # on its parallel workers: its parts split the aggregates, not the dates (sales summary).
 REPORTS_MIN_ORDERS_PER_PART = env_int(
     "REPORTS_MIN_ORDERS_PER_PART",
-    100_000 if _db["ENGINE"] == "django.db.backends.postgresql" else 25_000,
+    100_000 if _db["ENGINE"] == "core.db.postgresql" else 25_000,
 )
 # Finished report files: private (no URL), served only by the permission-checked view.
 REPORTS_STORAGE_ROOT = PRIVATE_STORAGE_ROOT / "reports"

@@ -96,3 +96,34 @@ def test_the_pool_recovers_once_a_hung_database_host_answers_again(proxy):
     finally:
         db.close()
         db.close_pool()
+
+
+@pytest.mark.django_db
+def test_after_a_failover_the_next_query_gets_a_live_connection_at_once():
+    """Every connection a process pooled is closed by the server (a failover, a restart):
+    the next query is answered, instead of the pool testing one dead connection per
+    backoff step (1, 2, 4 s...) until its timeout."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the connection pool is PostgreSQL's")
+    settings_dict = copy.deepcopy(connection.settings_dict)
+    settings_dict["OPTIONS"]["pool"].update(min_size=6, max_size=6, timeout=5)
+    db = type(connections["default"])(settings_dict, alias="failover")
+    try:
+        db.pool.open(wait=True)  # six connections, idle in the pool
+        pids = [db.pool.getconn() for _ in range(6)]
+        for conn in pids:
+            db.pool.putconn(conn)
+        pids = [conn.info.backend_pid for conn in pids]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM unnest(%s) AS pid", [pids])
+            assert cursor.fetchone()[0] == 6
+
+        db.ensure_connection()  # with each dead one tested per backoff: no connection in 5 s
+        with db.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            assert cursor.fetchone()[0] not in pids
+        stats = db.pool.get_stats()
+        assert stats["connections_lost"] == 5  # the other five found at once, and replaced
+    finally:
+        db.close()
+        db.close_pool()

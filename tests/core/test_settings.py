@@ -110,7 +110,7 @@ def test_the_env_file_makes_a_production_process(tmp_path):
     seen = shown_settings(write_env_file(tmp_path, PRODUCTION))
     assert seen == {
         "DEBUG": False,
-        "database": ["django.db.backends.postgresql", "db.example.com", "shop"],
+        "database": ["core.db.postgresql", "db.example.com", "shop"],
         "broker": PRODUCTION["CELERY_BROKER_URL"],
         "celery_broker": PRODUCTION["CELERY_BROKER_URL"],
         "supplier": PRODUCTION["SUPPLIER_API_URL"],

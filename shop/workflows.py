@@ -28,8 +28,21 @@ def refresh_remaining_work(run: RefreshRun) -> Signature:
     chunks = services.refresh_run_chunks(run=run)
     if not chunks:
         return finish
-    header = group(product_refresh_chunk.si(run_id=run.pk, product_ids=c) for c in chunks)
+    header = group(_chunk(run.pk, c) for c in chunks)
     return chord(header, finish)
+
+
+def _chunk(run_id: int, product_ids: list[int]) -> Signature:
+    """A chunk's task, with the kwargs Flower and `inspect` show written out short.
+
+    Left to Celery, every message's kwargs go through saferepr, id by id (0.1 ms per
+    100-product chunk: 10 of the ~160 ms of CPU to start a 10,000-product run), for a list
+    Flower cuts at 1,024 characters anyway.
+    """
+    ids = f"<{len(product_ids)} ids, {product_ids[0]}..{product_ids[-1]}>" if product_ids else "[]"
+    return product_refresh_chunk.si(run_id=run_id, product_ids=product_ids).set(
+        kwargsrepr=f"{{'run_id': {run_id}, 'product_ids': {ids}}}"
+    )
 
 
 def refresh_run_request(

@@ -283,3 +283,28 @@ def test_insecure_local_dev_is_refused_in_production():
     )  # fmt: skip
     assert result.returncode != 0
     assert "--insecure-local-dev is refused when DEBUG is off" in result.stderr
+
+
+@pytest.mark.workers
+def test_flower_shows_a_refresh_chunk_by_its_run_and_id_range(app, flower, workers, supplier):
+    from shop.models import Product, RefreshRun
+    from shop.workflows import refresh_run_request
+
+    Product.objects.bulk_create(Product(sku=f"FLOWER-{i}", name="x") for i in range(3))
+    ids = sorted(Product.objects.values_list("pk", flat=True))
+    run, _ = refresh_run_request(product_ids=ids, trigger=RefreshRun.Trigger.COMMAND)
+
+    def chunk_seen() -> dict | None:
+        reply = requests.get(
+            flower + "/api/tasks",
+            params={"taskname": "shop.tasks.product_refresh_chunk"},
+            auth=AUTH,
+            timeout=10,
+        )
+        assert reply.status_code == 200
+        tasks = [t for t in reply.json().values() if f"'run_id': {run.pk}," in t["kwargs"]]
+        return tasks[0] if tasks else None
+
+    task = wait_for(chunk_seen, timeout=30, what="Flower to see the run's chunk")
+    # Not the ids one by one (Celery's repr of the list, cut at 1,024 characters).
+    assert task["kwargs"] == f"{{'run_id': {run.pk}, 'product_ids': <3 ids, {ids[0]}..{ids[-1]}>}}"

@@ -2,12 +2,10 @@
 
 Imported by the conftests of the packages that need mail (at collection, before the
 session's worker fleet starts): it points the workers' email settings at a port chosen
-here, and the sink listens there from then on. Not from the first test that asks for it:
-a test that does not ask still makes the workers send (a failed refresh mails its
-requester), and until then nothing held the port: a connection refused or, once another
-server took the port, one left waiting for a greeting (EMAIL_TIMEOUT per attempt, while
-the next test's teardown waited). One sink per session, however many conftests import
-this module; tests tell their messages apart by address.
+here, and the sink listens there from then on: tests that do not ask for it still make
+the workers send (a failed refresh mails its requester), and a port chosen but not held
+could be refused or taken by another server meanwhile. One sink per session, however
+many conftests import this module; tests tell their messages apart by address.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ import requests
 from core.fleet import BASE_DIR, WorkerFleet
 from core.waiting import wait_for
 from proj import topology
+from shop.models import Product, RefreshRun
+from shop.workflows import refresh_run_request
 from tests.support.settings_env import manage
 
 AUTH = ("ops", "s3cret-flower")
@@ -287,9 +289,7 @@ def test_insecure_local_dev_is_refused_in_production():
 
 @pytest.mark.workers
 def test_flower_shows_a_refresh_chunk_by_its_run_and_id_range(app, flower, workers, supplier):
-    from shop.models import Product, RefreshRun
-    from shop.workflows import refresh_run_request
-
+    flower_knows(flower, set(workers.nodes("refresh")))  # its event receiver is listening
     Product.objects.bulk_create(Product(sku=f"FLOWER-{i}", name="x") for i in range(3))
     ids = sorted(Product.objects.values_list("pk", flat=True))
     run, _ = refresh_run_request(product_ids=ids, trigger=RefreshRun.Trigger.COMMAND)

@@ -335,6 +335,8 @@ def warm_up(ids: list[int], scenario: Scenario, stall_after: float) -> None:
 def refresh_and_wait(ids: list[int], scenario: Scenario, stall_after: float) -> Any:
     """Start a refresh run of `ids` and poll it until settled, or no product has finished
     for `stall_after` seconds."""
+    from django.db import InterfaceError, OperationalError, connection
+
     from shop.models import RefreshRun
     from shop.workflows import refresh_run_request
 
@@ -343,7 +345,12 @@ def refresh_and_wait(ids: list[int], scenario: Scenario, stall_after: float) -> 
     )
     last_done, last_change = -1, time.monotonic()
     while True:
-        run.refresh_from_db()
+        try:
+            run.refresh_from_db()
+        except (OperationalError, InterfaceError):  # a database restarted by hand: look again
+            connection.close()
+            time.sleep(0.05)
+            continue
         if run.is_settled:
             return run
         now = time.monotonic()

@@ -110,10 +110,10 @@ def test_after_a_failover_the_next_query_gets_a_live_connection_at_once():
     db = type(connections["default"])(settings_dict, alias="failover")
     try:
         db.pool.open(wait=True)  # six connections, idle in the pool
-        pids = [db.pool.getconn() for _ in range(6)]
-        for conn in pids:
+        pooled = [db.pool.getconn() for _ in range(6)]
+        for conn in pooled:
             db.pool.putconn(conn)
-        pids = [conn.info.backend_pid for conn in pids]
+        pids = [conn.info.backend_pid for conn in pooled]
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM unnest(%s) AS pid", [pids])
             assert cursor.fetchone()[0] == 6

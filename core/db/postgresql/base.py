@@ -25,19 +25,22 @@ from psycopg_pool import ConnectionPool
 
 class DatabaseWrapper(base.DatabaseWrapper):
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        connection = super().get_new_connection(conn_params)
         pool = self.pool
         if pool is None:
-            return connection
+            return super().get_new_connection(conn_params)
+        try:
+            return self._checked(conn_params)
+        except psycopg.Error:
+            pool.check()  # its siblings died with it: find them all now, not one per backoff
+            return self._checked(conn_params)  # failing again at once: the database is down
+
+    def _checked(self, conn_params: dict[str, Any]) -> Any:
+        """A pooled connection that answered one round trip; a dead one goes back, discarded
+        (the pool replaces it in the background), and its error is raised."""
+        connection = super().get_new_connection(conn_params)
         try:
             ConnectionPool.check_connection(connection)
         except psycopg.Error:
-            pool.putconn(connection)  # broken: discarded, and replaced in the background
-            pool.check()  # its siblings died with it: find them all now, not one per backoff
-            connection = super().get_new_connection(conn_params)
-            try:
-                ConnectionPool.check_connection(connection)
-            except psycopg.Error:
-                pool.putconn(connection)
-                raise  # a new connection failing at once: the database is down, say so
+            self.pool.putconn(connection)
+            raise
         return connection

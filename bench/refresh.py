@@ -178,7 +178,6 @@ def configure(args: argparse.Namespace, broker: str, stub_url: str) -> dict[str,
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_ALLOWED_HOSTS": "localhost",
         "DJANGO_LOG_LEVEL": "WARNING",
-        "DB_POOL_MAX_SIZE": "20",
     }
     os.environ.update(env)
     return dict(os.environ)

@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django_celery_results import admin as celery_results_admin
 
 from core import deadletters, reconciler, runs
 from core.models import DeadLetter, OutboxMessage, RunEvent
@@ -287,6 +288,7 @@ def open_dead_letters_per_queue() -> list[tuple[str, int]]:
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(RefusedActionsMixin, admin.ModelAdmin):
+    change_list_template = "admin/core/change_list_note.html"
     list_display = ("id", "task_name", "queue", "reason", "error", "attempts", "last_failed_at",
                     "run_link", "state")  # fmt: skip
     list_filter = (StateFilter, "task_name", "queue", AgeFilter, "reason")
@@ -317,7 +319,7 @@ class DeadLetterAdmin(RefusedActionsMixin, admin.ModelAdmin):
         per_queue = ", ".join(f"{q or '?'}: {n}" for q, n in open_dead_letters_per_queue())
         return super().changelist_view(
             request,
-            {"subtitle": f"Open, per queue: {per_queue or 'none'}", **(extra_context or {})},
+            {"page_note": f"Open, per queue: {per_queue or 'none'}.", **(extra_context or {})},
         )
 
     @admin.display(description="error")
@@ -363,3 +365,9 @@ class DeadLetterAdmin(RefusedActionsMixin, admin.ModelAdmin):
                 )
         if ok:
             self.message_user(request, f"{done} {', '.join(ok)}.", messages.SUCCESS)
+
+
+# Tasks keep no results (CELERY_TASK_IGNORE_RESULT: the runs hold every outcome; only the
+# health check's ping stores one) and groups none at all, so django-celery-results' pages
+# listed nothing but offered to add results by hand. Tasks are Flower's to show.
+admin.site.unregister([celery_results_admin.TaskResult, celery_results_admin.GroupResult])

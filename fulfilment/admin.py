@@ -144,6 +144,7 @@ class BatchOrderInline(admin.TabularInline):
 
 @admin.register(FulfilmentBatch)
 class FulfilmentBatchAdmin(RunAdmin):
+    change_list_template = "admin/core/change_list_note.html"
     item_word = "order"
     list_display = ("__str__", "warehouse", "stage", "outcome", "progress", "split_from",
                     "created_at", "timings")  # fmt: skip
@@ -202,5 +203,5 @@ class FulfilmentBatchAdmin(RunAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
         url = reverse("admin:fulfilment_pipeline")
-        subtitle = format_html('<a href="{}">Pipeline overview per warehouse and stage</a>', url)
-        return super().changelist_view(request, {"subtitle": subtitle, **(extra_context or {})})
+        link = format_html('<a href="{}">Pipeline overview per warehouse and stage</a>', url)
+        return super().changelist_view(request, {"page_note": link, **(extra_context or {})})

@@ -199,6 +199,8 @@ class ImportRunAdmin(ImportMixin, RunAdmin):
 class ImportQueueAdmin(admin.ModelAdmin):
     """The user queues the imports nodes consume now: depth, consumers and age, live."""
 
+    change_list_template = "admin/core/change_list_note.html"
+
     list_display = ("name", "kind", "user", "state", "depth", "consumer_nodes", "age", "idle",
                     "runs_in_flight")  # fmt: skip
     list_filter = ("kind", "state")
@@ -221,11 +223,11 @@ class ImportQueueAdmin(admin.ModelAdmin):
             note = "Consumers as the imports nodes answered just now."
         except Exception as exc:  # the broker is down: show what we knew
             note = f"Could not ask the imports nodes ({exc}); consumers as last seen."
-        subtitle = (
+        page_note = (
             f"{note} Idle queues are removed after {seconds_text()} by the reconciler; at "
             "most FAIR_MAX_QUEUES user queues, then shared overflow queues."
         )
-        return super().changelist_view(request, {"subtitle": subtitle, **(extra_context or {})})
+        return super().changelist_view(request, {"page_note": page_note, **(extra_context or {})})
 
     @admin.display(description="messages waiting")
     def depth(self, row: ImportQueue) -> str:

@@ -134,9 +134,21 @@ class RefreshRunAdmin(RefreshPermissionMixin, RunAdmin):
 
 @admin.register(PriceChange)
 class PriceChangeAdmin(admin.ModelAdmin):
+    """The price history refreshes record: read only, so it stays what the supplier said."""
+
     list_display = ("product", "old_price", "new_price", "changed_at", "run")
     list_select_related = ("product",)
     date_hierarchy = "changed_at"
+    readonly_fields = ("product", "old_price", "new_price", "changed_at", "run")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class OrderLineInline(admin.TabularInline):

@@ -7,7 +7,7 @@ import functools
 import select
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import gevent
@@ -19,30 +19,62 @@ R = TypeVar("R")
 def map_concurrently(func: Callable[[T], R], items: Iterable[T], *, limit: int) -> list[R]:
     """`[func(x) for x in items]` with at most `limit` calls in flight, results in order.
 
+    See `map_in_batches`, which this waits out in one batch.
+    """
+    items = list(items)
+    results: list[Any] = [None] * len(items)
+    for batch in map_in_batches(func, items, limit=limit):
+        for i, result in batch:
+            results[i] = result
+    return results
+
+
+def map_in_batches(
+    func: Callable[[T], R], items: Iterable[T], *, limit: int, every: float | None = None
+) -> Iterator[list[tuple[int, R]]]:
+    """`func` over `items` with at most `limit` calls in flight, handing back `(index,
+    result)` pairs: whatever finished in each `every` seconds while calls are still out,
+    and the rest when all are done (with `every` None: everything at once).
+
+    Why batches: a refresh chunk whose one product waits out the supplier's read timeout
+    would otherwise hold the other 99 results, and the run's progress, until it gives up.
+
     `limit` greenlets of the calling thread's hub take the items in turn (not a greenlet
     per call: gevent's Pool.imap spent 3% of a refresh's CPU on spawning and bookkeeping).
     `func` must wait on gevent: any I/O on a gevent worker (patched), and gevent-native I/O
     elsewhere (a test, a management command), as the supplier client's always is. A call
     that blocks the thread runs the others one after another, still correctly. An exception
-    is raised once the other greenlets have done the rest.
+    is raised once the other greenlets have done the rest and their results are handed back.
     """
     items = list(items)
-    limit = max(1, min(limit, len(items)))
-    if limit == 1:
-        return [func(x) for x in items]
-    results: list[Any] = [None] * len(items)
+    if not items:
+        return
+    finished: list[tuple[int, R]] = []
     todo = iter(enumerate(items))
 
     def take_turns() -> None:
         for i, item in todo:
-            results[i] = func(item)
+            finished.append((i, func(item)))
 
+    limit = max(1, min(limit, len(items)))
+    if limit == 1:
+        take_turns()  # one call at a time: nothing else can run meanwhile to report on
+        yield finished
+        return
     greenlets = [gevent.spawn(take_turns) for _ in range(limit)]
-    gevent.joinall(greenlets)
+    handed = 0
+    try:
+        while len(gevent.joinall(greenlets, timeout=every)) < len(greenlets):
+            if len(finished) > handed:
+                batch, handed = finished[handed:], len(finished)
+                yield batch
+    finally:  # the caller gave up on the rest (its own error): no calls left running
+        gevent.killall([g for g in greenlets if not g.dead])
+    if len(finished) > handed:
+        yield finished[handed:]
     for greenlet in greenlets:
         if greenlet.exception is not None:
             raise greenlet.exception
-    return results
 
 
 def readable_now(sock: socket.socket) -> bool:

@@ -496,6 +496,14 @@ CELERY_MAX_COUNTDOWN = max(SUPPLIER_RETRY_BACKOFF_MAX, 60)
 # concurrent supplier requests inside one task.
 REFRESH_CHUNK_SIZE = env_int("REFRESH_CHUNK_SIZE", 100)
 REFRESH_CHUNK_CONCURRENCY = env_int("REFRESH_CHUNK_CONCURRENCY", 20)
+# While some of a chunk's products are still being fetched (one waiting out the read
+# timeout), the chunk writes what answered every this many seconds: the run's progress
+# and those products' outcomes do not wait for the slowest. A quick chunk writes once.
+REFRESH_PROGRESS_EVERY = float(os.environ.get("REFRESH_PROGRESS_EVERY", "2"))
+if not REFRESH_PROGRESS_EVERY > 0:  # 0 would have a chunk's wait loop spin
+    raise ImproperlyConfigured(
+        f"REFRESH_PROGRESS_EVERY must be above 0 seconds, got {REFRESH_PROGRESS_EVERY:g}"
+    )
 # Keep-alive connections to the supplier per process: every request in flight at once.
 SUPPLIER_POOL_SIZE = _busiest_pool * REFRESH_CHUNK_CONCURRENCY
 

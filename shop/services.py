@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from core import runs
 from core.bulk import bulk_insert_rows, bulk_update_rows
-from core.concurrency import map_concurrently, process_gate
+from core.concurrency import map_in_batches, process_gate
 from core.text import plural
 from notifications import audiences
 from notifications.services import notify_user
@@ -94,6 +94,13 @@ class ChunkOutcome:
     retry_ids: list[int] = field(default_factory=list)
     retry_in: float = 0.0
 
+    def add(self, other: ChunkOutcome) -> None:
+        """Count another batch of the same chunk in."""
+        self.succeeded += other.succeeded
+        self.failed += other.failed
+        self.retry_ids += other.retry_ids
+        self.retry_in = max(self.retry_in, other.retry_in)
+
     def summary(self) -> dict[str, int]:
         return {"succeeded": self.succeeded, "failed": self.failed, "retrying": len(self.retry_ids)}
 
@@ -140,19 +147,31 @@ def product_refresh_chunk(*, run_id: int, product_ids: list[int]) -> ChunkOutcom
     if not pending:
         return ChunkOutcome()
     runs.run_mark_started(RefreshRun, run_id)
-    # With a pool (PostgreSQL), give the connection back while we wait on HTTP, so greenlets
-    # waiting on the supplier hold none; a SQLite connection is no scarce resource, and
-    # reopening one costs more than the rest of the chunk's queries.
+    _give_back_connection()
+    pids, outcome = list(pending), ChunkOutcome()
+    # Each batch: what answered in the last REFRESH_PROGRESS_EVERY seconds while others are
+    # still out (one product waiting out the read timeout holds no one else's result), or
+    # everything at once when the chunk is quick, as nearly all are.
+    for batch in map_in_batches(
+        _fetch,
+        list(pending.values()),
+        limit=settings.REFRESH_CHUNK_CONCURRENCY,
+        every=settings.REFRESH_PROGRESS_EVERY,
+    ):
+        # One chunk writes at a time in a process: at a run's end, forty chunks writing at
+        # once on one core each took 50-90 ms for 10 ms of work, and the callback waited.
+        with process_gate("refresh-writes"):
+            outcome.add(_refresh_apply(run_id=run_id, fetched={pids[i]: r for i, r in batch}))
+        _give_back_connection()
+    return outcome
+
+
+def _give_back_connection() -> None:
+    """With a pool (PostgreSQL), give the connection back while we wait on HTTP, so
+    greenlets waiting on the supplier hold none; a SQLite connection is no scarce
+    resource, and reopening one costs more than the rest of the chunk's queries."""
     if connection.settings_dict["OPTIONS"].get("pool") and not connection.in_atomic_block:
         connection.close()
-    results = map_concurrently(
-        _fetch, list(pending.values()), limit=settings.REFRESH_CHUNK_CONCURRENCY
-    )
-    fetched = dict(zip(pending, results, strict=True))
-    # One chunk writes at a time in a process: at a run's end, forty chunks writing at once
-    # on one core each took 50-90 ms for 10 ms of work, and the callback waited for them.
-    with process_gate("refresh-writes"):
-        return _refresh_apply(run_id=run_id, fetched=fetched)
 
 
 def retry_delay(attempt: int, retry_after: float | None = None) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from core.concurrency import map_concurrently, process_gate, readable_now
+from core.concurrency import map_concurrently, map_in_batches, process_gate, readable_now
 
 GEVENT_SCRIPT = """
 from gevent import monkey; monkey.patch_all()
@@ -72,6 +72,23 @@ def test_unpatched_gevent_native_calls_overlap_in_order_and_an_error_is_raised()
     assert state["peak"] == 3
     with pytest.raises(ZeroDivisionError):
         map_concurrently(lambda x: 1 // (x - 4), range(9), limit=3)
+
+
+def test_batches_hand_back_the_quick_results_while_a_slow_call_is_still_out():
+    import gevent
+
+    def call(x: int) -> int:
+        gevent.sleep(0.8 if x == 4 else 0.01)
+        return -x
+
+    batches = list(map_in_batches(call, range(6), limit=6, every=0.2))
+    everything = list(map_in_batches(call, range(6), limit=6))
+
+    assert [sorted(batch) for batch in batches] == [
+        [(0, 0), (1, -1), (2, -2), (3, -3), (5, -5)],
+        [(4, -4)],
+    ]
+    assert len(everything) == 1 and sorted(everything[0]) == [(x, -x) for x in range(6)]
 
 
 GATE_SCRIPT = """

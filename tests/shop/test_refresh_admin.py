@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
+from core.waiting import wait_for
 from devtools.demo import supplier_record
 from devtools.httpstub import Response
 from shop.models import PriceChange, Product, RefreshRun
@@ -123,6 +124,28 @@ def test_a_server_error_then_success_is_retried_and_succeeds(workers, supplier, 
 
     assert run.status == RefreshRun.Status.SUCCEEDED
     assert len(supplier.product_requests(product.sku)) == 2
+    assert len(supplier.callbacks()) == 1
+
+
+def test_a_slow_product_does_not_hold_the_rest_of_its_chunk(workers, supplier, refresher):
+    """The run page counts the quick products while the supplier still owes the slow one."""
+    products = make_products(10)
+    slow = products[-1]
+    supplier.script(slow.sku, Response(200, supplier_record(slow.sku), delay=0.8))
+    client = csrf_client(refresher)
+    run_action(client, products)
+    run = RefreshRun.objects.get()
+
+    def nine_done_with_the_slow_one_unanswered() -> bool:
+        page = client.get(run.get_absolute_url()).text  # first the page, then the supplier
+        return "Running: 9 / 10 done" in page and supplier.server.in_flight == 1
+
+    wait_for(nine_done_with_the_slow_one_unanswered, timeout=10, interval=0.02)
+    run = wait_finished(run)
+
+    assert run.status == RefreshRun.Status.SUCCEEDED and run.succeeded == 10
+    assert len(supplier.product_requests(slow.sku)) == 1  # answered in time, not retried
+    assert "Succeeded: 10 products" in client.get(run.get_absolute_url()).text
     assert len(supplier.callbacks()) == 1
 
 

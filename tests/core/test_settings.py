@@ -182,6 +182,14 @@ def test_production_without_a_required_setting_names_it(tmp_path, missing):
         assert f"{other} is not set" not in result.stderr
 
 
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_refresh_progress_interval_that_would_spin_is_refused(tmp_path, value):
+    env_file = write_env_file(tmp_path, {**PRODUCTION, "REFRESH_PROGRESS_EVERY": value})
+    result = as_cron("check", env_file=env_file)
+    assert result.returncode != 0
+    assert f"REFRESH_PROGRESS_EVERY must be above 0 seconds, got {value}" in result.stderr
+
+
 def test_a_named_env_file_that_does_not_exist_is_refused(tmp_path):
     result = as_cron("check", env_file=tmp_path / "nope.env", DJANGO_DEBUG="1")
     assert result.returncode != 0

@@ -39,17 +39,23 @@ def test_the_index_offers_no_celery_results_pages_where_no_results_are_kept():
     assert "Dead letters" in index and reverse("queues") in index
 
 
-def test_a_page_note_shows_under_the_title_and_stays_out_of_the_window_title():
-    client = csrf_client(make_staff("ops", "view_deadletter", "view_fulfilmentbatch"))
+def test_a_page_note_shows_under_the_title_and_stays_out_of_the_window_title(settings):
+    settings.FAIR_QUEUE_IDLE_SECONDS = 300
+    client = csrf_client(
+        make_staff("ops", "view_deadletter", "view_fulfilmentbatch", "view_importqueue")
+    )
 
     letters = client.get(reverse("admin:core_deadletter_changelist")).text
     batches = client.get(reverse("admin:fulfilment_fulfilmentbatch_changelist")).text
+    queues = client.get(reverse("admin:imports_importqueue_changelist")).text
 
     assert window_title(letters) == "Select dead letter to view | Shop back office"
     assert '<p class="page-note">Open, per queue: none.</p>' in letters
     assert window_title(batches) == "Select fulfilment batch to view | Shop back office"
     pipeline = reverse("admin:fulfilment_pipeline")
     assert f'<a href="{pipeline}">Pipeline overview per warehouse and stage</a>' in batches
+    assert window_title(queues) == "Select active import queue to view | Shop back office"
+    assert "Idle queues are removed after 5 min by the reconciler" in queues
 
 
 def test_recorded_price_changes_are_read_only_even_for_a_superuser():

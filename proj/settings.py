@@ -10,6 +10,7 @@ defaults (the SQLite file in var/, the broker's database 0). .env.example lists 
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 from datetime import timedelta
@@ -85,6 +86,18 @@ def env_int(name: str, default: int) -> int:
         return int(value) if value else default
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    """A number of seconds (or a rate) from the environment, refused by name if it is not."""
+    value = os.environ.get(name, "")
+    try:
+        number = float(value) if value else float(default)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}")
+    return number
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -451,7 +464,7 @@ CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Ctrl-C / SIGTERM: a warm shutdown that waits this long for running tasks, then requeues
 # what is left (late acks) instead of losing it; `make run` waits longer than this.
-CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(os.environ.get("CELERY_SOFT_SHUTDOWN_TIMEOUT", "60"))
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("CELERY_SOFT_SHUTDOWN_TIMEOUT", 60)
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
 
 # --- Runs always finish ---------------------------------------------------------------
@@ -481,15 +494,15 @@ SUPPLIER_API_URL = required("SUPPLIER_API_URL").rstrip("/")
 # Optional, also in production: without it a finished run records "not sent".
 STATUS_CALLBACK_URL = os.environ.get("STATUS_CALLBACK_URL", "")
 # Explicit timeouts and a size cap on every supplier and callback call.
-SUPPLIER_CONNECT_TIMEOUT = float(os.environ.get("SUPPLIER_CONNECT_TIMEOUT", "3.05"))
-SUPPLIER_READ_TIMEOUT = float(os.environ.get("SUPPLIER_READ_TIMEOUT", "10"))
+SUPPLIER_CONNECT_TIMEOUT = env_float("SUPPLIER_CONNECT_TIMEOUT", 3.05)
+SUPPLIER_READ_TIMEOUT = env_float("SUPPLIER_READ_TIMEOUT", 10)
 SUPPLIER_MAX_RESPONSE_BYTES = env_int("SUPPLIER_MAX_RESPONSE_BYTES", 1_000_000)
 # Transient errors (timeouts, 5xx, 429) are retried with exponential backoff and full
 # jitter: SUPPLIER_RETRY_BACKOFF x 2^n seconds, at most SUPPLIER_RETRY_BACKOFF_MAX, at most
 # SUPPLIER_MAX_RETRIES times; then the product is recorded as failed.
 SUPPLIER_MAX_RETRIES = env_int("SUPPLIER_MAX_RETRIES", 4)
-SUPPLIER_RETRY_BACKOFF = float(os.environ.get("SUPPLIER_RETRY_BACKOFF", "2"))
-SUPPLIER_RETRY_BACKOFF_MAX = float(os.environ.get("SUPPLIER_RETRY_BACKOFF_MAX", "600"))
+SUPPLIER_RETRY_BACKOFF = env_float("SUPPLIER_RETRY_BACKOFF", 2)
+SUPPLIER_RETRY_BACKOFF_MAX = env_float("SUPPLIER_RETRY_BACKOFF_MAX", 600)
 # The longest countdown any task waits in a worker's memory (Redis visibility: core.E020).
 CELERY_MAX_COUNTDOWN = max(SUPPLIER_RETRY_BACKOFF_MAX, 60)
 # Products per refresh task (1 reproduces the naive one-task-per-product design) and
@@ -499,7 +512,7 @@ REFRESH_CHUNK_CONCURRENCY = env_int("REFRESH_CHUNK_CONCURRENCY", 20)
 # While some of a chunk's products are still being fetched (one waiting out the read
 # timeout), the chunk writes what answered every this many seconds: the run's progress
 # and those products' outcomes do not wait for the slowest. A quick chunk writes once.
-REFRESH_PROGRESS_EVERY = float(os.environ.get("REFRESH_PROGRESS_EVERY", "2"))
+REFRESH_PROGRESS_EVERY = env_float("REFRESH_PROGRESS_EVERY", 2)
 if not REFRESH_PROGRESS_EVERY > 0:  # 0 would have a chunk's wait loop spin
     raise ImproperlyConfigured(
         f"REFRESH_PROGRESS_EVERY must be above 0 seconds, got {REFRESH_PROGRESS_EVERY:g}"
@@ -539,7 +552,7 @@ FAIR_OVERFLOW_QUEUES = env_int("FAIR_OVERFLOW_QUEUES", _user_queues.overflow)
 FAIR_QUEUE_IDLE_SECONDS = env_int("FAIR_QUEUE_IDLE_SECONDS", 300)
 # How long to wait for the imports nodes to answer a control command (add/cancel consumer,
 # active_queues) before treating a silent node as not (yet) consuming.
-FAIR_CONTROL_TIMEOUT = float(os.environ.get("FAIR_CONTROL_TIMEOUT", "1.0"))
+FAIR_CONTROL_TIMEOUT = env_float("FAIR_CONTROL_TIMEOUT", 1.0)
 # Small imports first (Redis): the first FAIR_PRIORITY_CHUNKS chunks of a queue's backlog
 # outrank the next 4x, which outrank the next 16x, which outrank the rest; 0 turns it off
 # (plain round robin between users). imports.fair.chunk_priority says why.
@@ -587,12 +600,12 @@ EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
 # A hung SMTP server must not hold a worker slot: seconds per socket operation.
-EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", "10"))
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10)
 # Transient SMTP errors (connection refused, 4xx): at most EMAIL_MAX_RETRIES more attempts,
 # EMAIL_RETRY_BACKOFF x 2^n seconds with full jitter, at most EMAIL_RETRY_BACKOFF_MAX.
 EMAIL_MAX_RETRIES = env_int("EMAIL_MAX_RETRIES", 5)
-EMAIL_RETRY_BACKOFF = float(os.environ.get("EMAIL_RETRY_BACKOFF", "2"))
-EMAIL_RETRY_BACKOFF_MAX = float(os.environ.get("EMAIL_RETRY_BACKOFF_MAX", "300"))
+EMAIL_RETRY_BACKOFF = env_float("EMAIL_RETRY_BACKOFF", 2)
+EMAIL_RETRY_BACKOFF_MAX = env_float("EMAIL_RETRY_BACKOFF_MAX", 300)
 # A retry waits in a worker's memory: the Redis visibility timeout must cover it (core.E020).
 CELERY_MAX_COUNTDOWN = max(CELERY_MAX_COUNTDOWN, EMAIL_RETRY_BACKOFF_MAX)
 # The provider's limit on bulk email, messages per second for the whole fleet (0: none).
@@ -635,13 +648,13 @@ FULFILMENT_WAREHOUSE_API_URL = os.environ.get(
 FULFILMENT_CARRIER_API_URL = os.environ.get(
     "FULFILMENT_CARRIER_API_URL", "http://127.0.0.1:8003"
 ).rstrip("/")
-FULFILMENT_CONNECT_TIMEOUT = float(os.environ.get("FULFILMENT_CONNECT_TIMEOUT", "3.05"))
-FULFILMENT_READ_TIMEOUT = float(os.environ.get("FULFILMENT_READ_TIMEOUT", "20"))
+FULFILMENT_CONNECT_TIMEOUT = env_float("FULFILMENT_CONNECT_TIMEOUT", 3.05)
+FULFILMENT_READ_TIMEOUT = env_float("FULFILMENT_READ_TIMEOUT", 20)
 # Transient API errors (timeouts, 5xx, 429) retry the stage with exponential backoff and
 # full jitter; an order the API refuses is split out and retried alone as often.
 FULFILMENT_MAX_RETRIES = env_int("FULFILMENT_MAX_RETRIES", 5)
-FULFILMENT_RETRY_BACKOFF = float(os.environ.get("FULFILMENT_RETRY_BACKOFF", "2"))
-FULFILMENT_RETRY_BACKOFF_MAX = float(os.environ.get("FULFILMENT_RETRY_BACKOFF_MAX", "300"))
+FULFILMENT_RETRY_BACKOFF = env_float("FULFILMENT_RETRY_BACKOFF", 2)
+FULFILMENT_RETRY_BACKOFF_MAX = env_float("FULFILMENT_RETRY_BACKOFF_MAX", 300)
 # Tell the customer when their order ships (a transactional notification).
 FULFILMENT_NOTIFY_CUSTOMERS = env_bool("FULFILMENT_NOTIFY_CUSTOMERS", True)
 FULFILMENT_LABELS_ROOT = PRIVATE_STORAGE_ROOT / "labels"

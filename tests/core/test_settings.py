@@ -182,6 +182,14 @@ def test_production_without_a_required_setting_names_it(tmp_path, missing):
         assert f"{other} is not set" not in result.stderr
 
 
+@pytest.mark.parametrize("value", ["ten", "nan", "1,5"])
+def test_a_number_setting_that_is_not_a_number_is_refused_by_name(tmp_path, value):
+    env_file = write_env_file(tmp_path, {**PRODUCTION, "SUPPLIER_READ_TIMEOUT": value})
+    result = as_cron("check", env_file=env_file)
+    assert result.returncode != 0
+    assert f"SUPPLIER_READ_TIMEOUT must be a number, got '{value}'" in result.stderr
+
+
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_a_refresh_progress_interval_that_would_spin_is_refused(tmp_path, value):
     env_file = write_env_file(tmp_path, {**PRODUCTION, "REFRESH_PROGRESS_EVERY": value})

@@ -134,7 +134,8 @@ class RefreshRunAdmin(RefreshPermissionMixin, RunAdmin):
 
 @admin.register(PriceChange)
 class PriceChangeAdmin(admin.ModelAdmin):
-    """The price history refreshes record: read only, so it stays what the supplier said."""
+    """The price history refreshes record: never added or edited by hand, so it stays what
+    the supplier said. Deleting stays a permission: deleting a product deletes its history."""
 
     list_display = ("product", "old_price", "new_price", "changed_at", "run")
     list_select_related = ("product",)
@@ -145,9 +146,6 @@ class PriceChangeAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 

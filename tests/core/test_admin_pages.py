@@ -58,7 +58,7 @@ def test_a_page_note_shows_under_the_title_and_stays_out_of_the_window_title(set
     assert "Idle queues are removed after 5 min by the reconciler" in queues
 
 
-def test_recorded_price_changes_are_read_only_even_for_a_superuser():
+def test_recorded_price_changes_cannot_be_added_or_edited_even_by_a_superuser():
     product = Product.objects.create(sku="SKU-1", name="Kettle", price=Decimal("20.00"))
     change = PriceChange.objects.create(
         product=product, old_price=Decimal("19.00"), new_price=Decimal("20.00"),
@@ -75,7 +75,11 @@ def test_recorded_price_changes_are_read_only_even_for_a_superuser():
     token = csrf_token(client, detail)
     forged = {"old_price": "1.00", "new_price": "2.00", "csrfmiddlewaretoken": token}
     assert client.post(detail, forged).status_code == 403
-    delete = reverse("admin:shop_pricechange_delete", args=[change.pk])
-    assert client.post(delete, {"post": "yes", "csrfmiddlewaretoken": token}).status_code == 403
     change.refresh_from_db()
     assert (change.old_price, change.new_price) == (Decimal("19.00"), Decimal("20.00"))
+
+    # Deleting a product still takes its history with it (a permission like any other).
+    delete = reverse("admin:shop_product_delete", args=[product.pk])
+    token = csrf_token(client, delete)
+    assert client.post(delete, {"post": "yes", "csrfmiddlewaretoken": token}).status_code == 302
+    assert not Product.objects.exists() and not PriceChange.objects.exists()

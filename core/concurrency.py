@@ -57,10 +57,6 @@ def map_in_batches(
             finished.append((i, func(item)))
 
     limit = max(1, min(limit, len(items)))
-    if limit == 1:
-        take_turns()  # one call at a time: nothing else can run meanwhile to report on
-        yield finished
-        return
     greenlets = [gevent.spawn(take_turns) for _ in range(limit)]
     handed = 0
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -132,37 +133,57 @@ def _fetch(sku: str) -> supplier.SupplierProduct | Exception:
         return supplier.PermanentError(f"unexpected error: {exc.__class__.__name__}: {exc}")
 
 
+# The retry's own message may run a moment before the time its chunk recorded (the
+# countdown starts at publishing, after the write; the worker's timer is not exact): that
+# is its time, not a duplicate to send back.
+RETRY_EARLY_BY = timedelta(seconds=0.5)
+
+
 def product_refresh_chunk(*, run_id: int, product_ids: list[int]) -> ChunkOutcome:
-    """Refresh the still-pending products of a chunk; a second delivery finds nothing to do."""
+    """Refresh the still-pending products of a chunk; a second delivery finds nothing to do.
+
+    A product waiting out a retry's backoff (a batch of an earlier delivery of this chunk
+    recorded it) is not asked for again before its time: it goes back to the retry.
+    """
     if not product_ids:
         return ChunkOutcome()
-    wanted = set(product_ids)
-    pending = {
-        pid: sku
-        for pid, sku in _pending_in_range(run_id, product_ids).values_list(
-            "product_id", "product__sku"
-        )
-        if pid in wanted
-    }
+    wanted, now = set(product_ids), timezone.now()
+    pending, outcome = {}, ChunkOutcome()
+    for pid, sku, retry_at in _pending_in_range(run_id, product_ids).values_list(
+        "product_id", "product__sku", "retry_at"
+    ):
+        if pid not in wanted:
+            continue
+        if retry_at is not None and retry_at > now + RETRY_EARLY_BY:
+            outcome.retry_ids.append(pid)
+            outcome.retry_in = max(outcome.retry_in, (retry_at - now).total_seconds())
+        else:
+            pending[pid] = sku
     if not pending:
-        return ChunkOutcome()
+        return outcome
     runs.run_mark_started(RefreshRun, run_id)
     _give_back_connection()
-    pids, outcome = list(pending), ChunkOutcome()
+    pids, written = list(pending), 0
     # Each batch: what answered in the last REFRESH_PROGRESS_EVERY seconds while others are
     # still out (one product waiting out the read timeout holds no one else's result), or
     # everything at once when the chunk is quick, as nearly all are.
-    for batch in map_in_batches(
+    batches = map_in_batches(
         _fetch,
         list(pending.values()),
         limit=settings.REFRESH_CHUNK_CONCURRENCY,
         every=settings.REFRESH_PROGRESS_EVERY,
-    ):
-        # One chunk writes at a time in a process: at a run's end, forty chunks writing at
-        # once on one core each took 50-90 ms for 10 ms of work, and the callback waited.
-        with process_gate("refresh-writes"):
-            outcome.add(_refresh_apply(run_id=run_id, fetched={pids[i]: r for i, r in batch}))
-        _give_back_connection()
+    )
+    with closing(batches):  # a failed write stops the fetches still out
+        for batch in batches:
+            # One chunk writes at a time in a process: at a run's end, forty chunks writing
+            # at once on one core each took 50-90 ms for 10 ms of work, and the callback
+            # waited for them.
+            with process_gate("refresh-writes"):
+                fetched = {pids[i]: result for i, result in batch}
+                outcome.add(_refresh_apply(run_id=run_id, fetched=fetched))
+            written += len(batch)
+            if written < len(pids):  # more to wait for; after the last, the chord's
+                _give_back_connection()  # bookkeeping uses the connection at once
     return outcome
 
 

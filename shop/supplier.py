@@ -13,7 +13,7 @@ third off the 10,000-product refresh (README, Performance). One client per origi
 loop is reused by every chunk: connections are kept alive (checked with a plain
 zero-timeout poll before reuse), nothing is looked up in the environment per request (no
 proxy or netrc lookups). Its sockets are gevent's whether or not the process is patched,
-so concurrent calls run on greenlets (`core.concurrency.map_concurrently`), never threads.
+so concurrent calls run on greenlets (`core.concurrency.map_in_batches`), never threads.
 Outbound proxies, if ever needed, are configured here explicitly.
 """
 

@@ -31,7 +31,7 @@ for name, value in {
     "SUPPLIER_RETRY_BACKOFF": "0.2",
     "SUPPLIER_RETRY_BACKOFF_MAX": "2",
     # Under the read timeout, so a chunk with a slow product writes the others first.
-    "REFRESH_PROGRESS_EVERY": "0.2",
+    "REFRESH_PROGRESS_EVERY": "0.1",
     "TASK_DB_MAX_RETRIES": "3",
     "DB_CONNECT_TIMEOUT": "5",
     # A handful of test orders still split a report into parts, so parts run in parallel.

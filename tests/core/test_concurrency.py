@@ -83,12 +83,36 @@ def test_batches_hand_back_the_quick_results_while_a_slow_call_is_still_out():
 
     batches = list(map_in_batches(call, range(6), limit=6, every=0.2))
     everything = list(map_in_batches(call, range(6), limit=6))
+    one_at_a_time = list(map_in_batches(call, [0, 4], limit=1, every=0.2))
 
     assert [sorted(batch) for batch in batches] == [
         [(0, 0), (1, -1), (2, -2), (3, -3), (5, -5)],
         [(4, -4)],
     ]
     assert len(everything) == 1 and sorted(everything[0]) == [(x, -x) for x in range(6)]
+    assert one_at_a_time == [[(0, 0)], [(1, -4)]]
+
+
+def test_closing_the_batches_early_stops_the_calls_still_out():
+    """A chunk whose write fails stops its fetches instead of leaving them running."""
+    from contextlib import closing
+
+    import gevent
+
+    started = []
+
+    def call(x: int) -> int:
+        started.append(x)
+        gevent.sleep(0.01 if x == 0 else 0.3)
+        return x
+
+    batches = map_in_batches(call, range(4), limit=2, every=0.1)
+    with closing(batches):
+        first = next(batches)
+    gevent.sleep(0.6)  # left running, a freed greenlet would have started item 3 by now
+
+    assert first == [(0, 0)]
+    assert started == [0, 1, 2]
 
 
 GATE_SCRIPT = """

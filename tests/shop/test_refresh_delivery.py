@@ -74,6 +74,28 @@ def test_duplicate_chunk_and_callback_deliveries_send_one_callback(
     assert callback.json()["succeeded"] == 6
 
 
+def test_a_second_delivery_does_not_ask_before_the_suppliers_retry_after(app, workers, supplier):
+    """A copy of a chunk arriving while its product waits out Retry-After sends it back to
+    wait, instead of asking the supplier again at once."""
+    [product] = make_products(1)
+    # Retry-After 2 s: the tests' SUPPLIER_RETRY_BACKOFF_MAX, which caps it.
+    supplier.script(product.sku, Response(429, {}, headers={"Retry-After": "2"}))
+    run, _ = refresh_run_request(product_ids=[product.pk], trigger=RefreshRun.Trigger.COMMAND)
+    item = RefreshItem.objects.get(run=run)
+    wait_for(lambda: RefreshItem.objects.filter(pk=item.pk, attempts=1).exists())
+
+    app.send_task(  # the same chunk again, as a redelivery would bring it
+        "shop.tasks.product_refresh_chunk", kwargs={"run_id": run.pk, "product_ids": [product.pk]}
+    )
+    run = wait_finished(run)
+
+    first, *later = supplier.product_requests(product.sku)
+    # Not before 2 s, but for the half second a retry may run early (RETRY_EARLY_BY).
+    assert later and all(r.received_at - first.received_at >= 1.5 for r in later)
+    assert run.status == RefreshRun.Status.SUCCEEDED
+    assert len(supplier.callbacks()) == 1
+
+
 def test_a_2000_product_run_completes(workers, supplier):
     products = make_products(2000)
     run, _ = refresh_run_request(

@@ -88,8 +88,9 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
 
 
-def env_float(name: str, default: float) -> float:
-    """A number of seconds (or a rate) from the environment, refused by name if it is not."""
+def env_float(name: str, default: float, *, positive: bool = False) -> float:
+    """A number of seconds (or a rate) from the environment, refused by name if it is not
+    one (or, with `positive`, not above 0: a timeout of 0 fails every call at once)."""
     value = os.environ.get(name, "")
     try:
         number = float(value) if value else float(default)
@@ -97,6 +98,8 @@ def env_float(name: str, default: float) -> float:
         number = math.nan
     if not math.isfinite(number):
         raise ImproperlyConfigured(f"{name} must be a number, got {value!r}")
+    if positive and number <= 0:
+        raise ImproperlyConfigured(f"{name} must be above 0, got {value!r}")
     return number
 
 
@@ -494,8 +497,8 @@ SUPPLIER_API_URL = required("SUPPLIER_API_URL").rstrip("/")
 # Optional, also in production: without it a finished run records "not sent".
 STATUS_CALLBACK_URL = os.environ.get("STATUS_CALLBACK_URL", "")
 # Explicit timeouts and a size cap on every supplier and callback call.
-SUPPLIER_CONNECT_TIMEOUT = env_float("SUPPLIER_CONNECT_TIMEOUT", 3.05)
-SUPPLIER_READ_TIMEOUT = env_float("SUPPLIER_READ_TIMEOUT", 10)
+SUPPLIER_CONNECT_TIMEOUT = env_float("SUPPLIER_CONNECT_TIMEOUT", 3.05, positive=True)
+SUPPLIER_READ_TIMEOUT = env_float("SUPPLIER_READ_TIMEOUT", 10, positive=True)
 SUPPLIER_MAX_RESPONSE_BYTES = env_int("SUPPLIER_MAX_RESPONSE_BYTES", 1_000_000)
 # Transient errors (timeouts, 5xx, 429) are retried with exponential backoff and full
 # jitter: SUPPLIER_RETRY_BACKOFF x 2^n seconds, at most SUPPLIER_RETRY_BACKOFF_MAX, at most
@@ -512,11 +515,7 @@ REFRESH_CHUNK_CONCURRENCY = env_int("REFRESH_CHUNK_CONCURRENCY", 20)
 # While some of a chunk's products are still being fetched (one waiting out the read
 # timeout), the chunk writes what answered every this many seconds: the run's progress
 # and those products' outcomes do not wait for the slowest. A quick chunk writes once.
-REFRESH_PROGRESS_EVERY = env_float("REFRESH_PROGRESS_EVERY", 2)
-if not REFRESH_PROGRESS_EVERY > 0:  # 0 would have a chunk's wait loop spin
-    raise ImproperlyConfigured(
-        f"REFRESH_PROGRESS_EVERY must be above 0 seconds, got {REFRESH_PROGRESS_EVERY:g}"
-    )
+REFRESH_PROGRESS_EVERY = env_float("REFRESH_PROGRESS_EVERY", 2, positive=True)
 # Keep-alive connections to the supplier per process: every request in flight at once.
 SUPPLIER_POOL_SIZE = _busiest_pool * REFRESH_CHUNK_CONCURRENCY
 
@@ -552,7 +551,7 @@ FAIR_OVERFLOW_QUEUES = env_int("FAIR_OVERFLOW_QUEUES", _user_queues.overflow)
 FAIR_QUEUE_IDLE_SECONDS = env_int("FAIR_QUEUE_IDLE_SECONDS", 300)
 # How long to wait for the imports nodes to answer a control command (add/cancel consumer,
 # active_queues) before treating a silent node as not (yet) consuming.
-FAIR_CONTROL_TIMEOUT = env_float("FAIR_CONTROL_TIMEOUT", 1.0)
+FAIR_CONTROL_TIMEOUT = env_float("FAIR_CONTROL_TIMEOUT", 1.0, positive=True)
 # Small imports first (Redis): the first FAIR_PRIORITY_CHUNKS chunks of a queue's backlog
 # outrank the next 4x, which outrank the next 16x, which outrank the rest; 0 turns it off
 # (plain round robin between users). imports.fair.chunk_priority says why.
@@ -600,7 +599,7 @@ EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
 # A hung SMTP server must not hold a worker slot: seconds per socket operation.
-EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10)
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10, positive=True)
 # Transient SMTP errors (connection refused, 4xx): at most EMAIL_MAX_RETRIES more attempts,
 # EMAIL_RETRY_BACKOFF x 2^n seconds with full jitter, at most EMAIL_RETRY_BACKOFF_MAX.
 EMAIL_MAX_RETRIES = env_int("EMAIL_MAX_RETRIES", 5)
@@ -648,8 +647,8 @@ FULFILMENT_WAREHOUSE_API_URL = os.environ.get(
 FULFILMENT_CARRIER_API_URL = os.environ.get(
     "FULFILMENT_CARRIER_API_URL", "http://127.0.0.1:8003"
 ).rstrip("/")
-FULFILMENT_CONNECT_TIMEOUT = env_float("FULFILMENT_CONNECT_TIMEOUT", 3.05)
-FULFILMENT_READ_TIMEOUT = env_float("FULFILMENT_READ_TIMEOUT", 20)
+FULFILMENT_CONNECT_TIMEOUT = env_float("FULFILMENT_CONNECT_TIMEOUT", 3.05, positive=True)
+FULFILMENT_READ_TIMEOUT = env_float("FULFILMENT_READ_TIMEOUT", 20, positive=True)
 # Transient API errors (timeouts, 5xx, 429) retry the stage with exponential backoff and
 # full jitter; an order the API refuses is split out and retried alone as often.
 FULFILMENT_MAX_RETRIES = env_int("FULFILMENT_MAX_RETRIES", 5)

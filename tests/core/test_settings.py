@@ -190,12 +190,16 @@ def test_a_number_setting_that_is_not_a_number_is_refused_by_name(tmp_path, valu
     assert f"SUPPLIER_READ_TIMEOUT must be a number, got '{value}'" in result.stderr
 
 
-@pytest.mark.parametrize("value", ["0", "-1"])
-def test_a_refresh_progress_interval_that_would_spin_is_refused(tmp_path, value):
-    env_file = write_env_file(tmp_path, {**PRODUCTION, "REFRESH_PROGRESS_EVERY": value})
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("REFRESH_PROGRESS_EVERY", "0"), ("REFRESH_PROGRESS_EVERY", "-1"),
+     ("SUPPLIER_READ_TIMEOUT", "0"), ("EMAIL_TIMEOUT", "-5")],
+)  # fmt: skip
+def test_an_interval_or_timeout_of_zero_or_less_is_refused_by_name(tmp_path, name, value):
+    env_file = write_env_file(tmp_path, {**PRODUCTION, name: value})
     result = as_cron("check", env_file=env_file)
     assert result.returncode != 0
-    assert f"REFRESH_PROGRESS_EVERY must be above 0 seconds, got {value}" in result.stderr
+    assert f"{name} must be above 0, got '{value}'" in result.stderr
 
 
 def test_a_named_env_file_that_does_not_exist_is_refused(tmp_path):

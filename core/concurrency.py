@@ -16,19 +16,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def map_concurrently(func: Callable[[T], R], items: Iterable[T], *, limit: int) -> list[R]:
-    """`[func(x) for x in items]` with at most `limit` calls in flight, results in order.
-
-    See `map_in_batches`, which this waits out in one batch.
-    """
-    items = list(items)
-    results: list[Any] = [None] * len(items)
-    for batch in map_in_batches(func, items, limit=limit):
-        for i, result in batch:
-            results[i] = result
-    return results
-
-
 def map_in_batches(
     func: Callable[[T], R], items: Iterable[T], *, limit: int, every: float | None = None
 ) -> Iterator[list[tuple[int, R]]]:

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from core.concurrency import map_concurrently, map_in_batches, process_gate, readable_now
+from core.concurrency import map_in_batches, process_gate, readable_now
 
 GEVENT_SCRIPT = """
 from gevent import monkey; monkey.patch_all()
 import json, time
-from core.concurrency import map_concurrently, readable_now
+from core.concurrency import map_in_batches, readable_now
 in_flight = peak = 0
 def call(x):
     global in_flight, peak
@@ -28,9 +28,9 @@ def call(x):
     if x == 13:
         raise ValueError("thirteen")
     return x * 10
-ok = map_concurrently(call, range(12), limit=4)
+ok = sorted(pair for batch in map_in_batches(call, range(12), limit=4) for pair in batch)
 try:
-    map_concurrently(call, range(20), limit=5)
+    list(map_in_batches(call, range(20), limit=5))
     error = None
 except ValueError as exc:
     error = str(exc)
@@ -47,14 +47,14 @@ def run_patched(script: str) -> dict[str, Any]:
     return json.loads(answer.stdout)
 
 
-def test_on_gevent_results_keep_their_order_limit_holds_and_an_error_is_raised():
+def test_on_gevent_each_result_keeps_its_index_limit_holds_and_an_error_is_raised():
     got = run_patched(GEVENT_SCRIPT)
-    assert got["ok"] == [x * 10 for x in range(12)]
+    assert got["ok"] == [[x, x * 10] for x in range(12)]
     assert got["peak"] == 5  # the second call's limit; the first's was 4
     assert got["error"] == "thirteen"
 
 
-def test_unpatched_gevent_native_calls_overlap_in_order_and_an_error_is_raised():
+def test_unpatched_gevent_native_calls_overlap_and_an_error_is_raised():
     """A test or a management command: no monkey patching, and the supplier client's I/O is
     gevent's own, so its calls still overlap (here gevent.sleep stands in for that I/O)."""
     import gevent
@@ -68,10 +68,11 @@ def test_unpatched_gevent_native_calls_overlap_in_order_and_an_error_is_raised()
         state["now"] -= 1
         return -x
 
-    assert map_concurrently(call, range(9), limit=3) == [-x for x in range(9)]
+    pairs = [pair for batch in map_in_batches(call, range(9), limit=3) for pair in batch]
+    assert sorted(pairs) == [(x, -x) for x in range(9)]
     assert state["peak"] == 3
     with pytest.raises(ZeroDivisionError):
-        map_concurrently(lambda x: 1 // (x - 4), range(9), limit=3)
+        list(map_in_batches(lambda x: 1 // (x - 4), range(9), limit=3))
 
 
 def test_batches_hand_back_the_quick_results_while_a_slow_call_is_still_out():
@@ -119,7 +120,7 @@ GATE_SCRIPT = """
 from gevent import monkey; monkey.patch_all()
 import json, time
 import gevent
-from core.concurrency import map_concurrently, process_gate
+from core.concurrency import map_in_batches, process_gate
 inside = peak = ticks = 0
 order = []
 def write(x):
@@ -134,7 +135,7 @@ def ticker():
     for _ in range(10):
         time.sleep(0.005); ticks += 1
 clock = gevent.spawn(ticker)
-map_concurrently(write, range(6), limit=6)
+list(map_in_batches(write, range(6), limit=6))
 clock.join()
 print(json.dumps({"peak": peak, "order": order, "ticks": ticks,
                   "same": process_gate("test-writes") is process_gate("test-writes")}))

@@ -140,7 +140,6 @@ class PriceChangeAdmin(admin.ModelAdmin):
     list_display = ("product", "old_price", "new_price", "changed_at", "run")
     list_select_related = ("product",)
     date_hierarchy = "changed_at"
-    readonly_fields = ("product", "old_price", "new_price", "changed_at", "run")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -4,18 +4,22 @@ Built on aiosmtpd (the SMTP protocol is the library's, not ours). `manage.py smt
 serves it in the foreground for `make run`, storing each message as an .eml file and
 listing what it received; tests and the benchmark start it in their own process on a free
 port (`SmtpSink(...).start()`) and read `received`. `refuse` scripts permanent or transient
-refusals per recipient (`550 5.1.1 no such user`), as a real provider answers.
+refusals per recipient (`550 5.1.1 no such user`), as a real provider answers; `hold`
+makes it as slow as a loaded one (seconds before each message is accepted), and
+`peak_in_flight` tells how many messages it was handed at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email
 import email.policy
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -85,6 +89,12 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.sink._in_flight():
+            if self.sink.hold:
+                await asyncio.sleep(self.sink.hold)
+            return self._accept(envelope)
+
+    def _accept(self, envelope: Any) -> str:
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
             data = data.encode("utf-8")
@@ -110,6 +120,9 @@ class SmtpSink:
         self.refuse = refuse
         self.echo = echo
         self.received: list[Received] = []
+        self.hold = 0.0
+        self.peak_in_flight = 0
+        self._in_flight_now = 0
         self._lock = threading.Lock()
         self._controller: Controller | None = None
         if store_dir is not None:
@@ -149,9 +162,22 @@ class SmtpSink:
             self.echo(message)
         return number
 
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight_now += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight_now)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight_now -= 1
+
     def clear(self) -> None:
+        """Forget what was received, and the peak."""
         with self._lock:
             self.received.clear()
+            self.peak_in_flight = self._in_flight_now
 
     def messages(self, to: str | None = None) -> list[Received]:
         with self._lock:

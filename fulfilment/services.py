@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 
 from core import runs
 from core.bulk import bulk_update_rows
+from core.db import release_pooled_connection
 from core.text import plural
 from fulfilment import clients, labels
 from fulfilment.models import NEXT, BatchOrder, Fulfilment, FulfilmentBatch
@@ -301,7 +302,7 @@ def batch_pick(*, batch_id: int, attempt: int) -> StageOutcome:
         return StageOutcome()
     batch = FulfilmentBatch.objects.only("warehouse").get(pk=batch_id)
     _stage_started(batch_id, Stage.PICK, "pick_attempts")
-    _release_connection()
+    release_pooled_connection()
     try:
         answer = clients.warehouse_pick(
             batch_id=batch_id,
@@ -368,7 +369,7 @@ def batch_ship(*, batch_id: int, attempt: int) -> StageOutcome:
         return StageOutcome()
     batch = FulfilmentBatch.objects.only("warehouse").get(pk=batch_id)
     _stage_started(batch_id, Stage.SHIP, "ship_attempts")
-    _release_connection()
+    release_pooled_connection()
     parcels = [{"reference": t.reference, "email": t.email} for t in todo]
     try:
         answer = clients.carrier_ship(
@@ -407,12 +408,6 @@ def batch_ship(*, batch_id: int, attempt: int) -> StageOutcome:
         t.fulfilment_id: answer.failed[t.reference] for t in todo if t.reference in answer.failed
     }
     return StageOutcome(done=len(shipped), refused=refused)
-
-
-def _release_connection() -> None:
-    """With a pool (PostgreSQL), give the connection back while waiting on HTTP."""
-    if connection.settings_dict["OPTIONS"].get("pool") and not connection.in_atomic_block:
-        connection.close()
 
 
 def _settle_items(item_ids: list[int], status: str, now: datetime, error: str = "") -> None:

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from core import runs
 from core.bulk import bulk_update_rows
+from core.db import release_pooled_connection
 from core.outbox import outbox_enqueue
 from core.text import plural
 from notifications import audiences, limiter, smtp
@@ -155,6 +156,7 @@ def notification_send(*, notification_id: int) -> float | None:
             key=notification.idempotency_key,
             kind=notification.kind,
         )
+        release_pooled_connection()
         conn = smtp.connection()
         try:
             smtp.send(conn, message)
@@ -420,6 +422,7 @@ def _send_batch(run: CampaignSend, batch: CampaignBatch) -> LaneStep:
             if not claimed:
                 continue  # a duplicate delivery of this batch took them: never send twice
             if conn is None:
+                release_pooled_connection()
                 try:
                     conn = smtp.connection()
                 except smtp.SendError as exc:
@@ -469,6 +472,7 @@ def _send_slice(
     """
     now = timezone.now()
     gone = audience.opted_out([m.recipient for m in messages]) if audience.opted_out else set()
+    release_pooled_connection()  # the sends below need none; the write after takes one
     outcomes: dict[int, tuple[str, str, str]] = {}  # pk -> (status, error, message id)
     transient: smtp.SendError | None = None
     wait = 0.0

@@ -16,13 +16,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from core import runs
 from core.bulk import bulk_insert_rows, bulk_update_rows
 from core.concurrency import map_in_batches, process_gate
+from core.db import release_pooled_connection
 from core.text import plural
 from notifications import audiences
 from notifications.services import notify_user
@@ -162,7 +163,7 @@ def product_refresh_chunk(*, run_id: int, product_ids: list[int]) -> ChunkOutcom
     if not pending:
         return outcome
     runs.run_mark_started(RefreshRun, run_id)
-    _give_back_connection()
+    release_pooled_connection()
     pids, written = list(pending), 0
     # Each batch: what answered in the last REFRESH_PROGRESS_EVERY seconds while others are
     # still out (one product waiting out the read timeout holds no one else's result), or
@@ -183,16 +184,8 @@ def product_refresh_chunk(*, run_id: int, product_ids: list[int]) -> ChunkOutcom
                 outcome.add(_refresh_apply(run_id=run_id, fetched=fetched))
             written += len(batch)
             if written < len(pids):  # more to wait for; after the last, the chord's
-                _give_back_connection()  # bookkeeping uses the connection at once
+                release_pooled_connection()  # bookkeeping uses the connection at once
     return outcome
-
-
-def _give_back_connection() -> None:
-    """With a pool (PostgreSQL), give the connection back while we wait on HTTP, so
-    greenlets waiting on the supplier hold none; a SQLite connection is no scarce
-    resource, and reopening one costs more than the rest of the chunk's queries."""
-    if connection.settings_dict["OPTIONS"].get("pool") and not connection.in_atomic_block:
-        connection.close()
 
 
 def retry_delay(attempt: int, retry_after: float | None = None) -> float:
@@ -432,7 +425,7 @@ def refresh_run_notify(*, run_id: int, final_attempt: bool) -> float | None:
         _callback_end(run_id, 0, Callback.SKIPPED, "not sent: STATUS_CALLBACK_URL is not set")
         return None
     payload = refresh_callback_payload(run)
-    connection.close()  # do not hold a connection across the HTTP call
+    release_pooled_connection()  # hold no connection across the HTTP call
     try:
         code = supplier.post_status(payload, f"refresh-run-{run.pk}")
     except supplier.TransientError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 from django.urls import reverse
 
 from core.waiting import wait_for
@@ -89,3 +90,30 @@ def test_a_server_refusing_connections_is_retried_then_delivered(workers, smtp):
     assert notification.status == "sent" and notification.error == ""
     assert notification.attempts >= 2
     assert len(smtp.messages(to=address)) == 1
+
+
+def test_messages_to_a_slow_mail_server_do_not_wait_for_each_others_database_connections(
+    workers, smtp
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("only PostgreSQL connections come from a pool of DB_POOL_MAX_SIZE")
+    pool = settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"]
+    # More messages than the two notification nodes have pooled connections between them.
+    count = 3 * pool
+    domain = unique_domain()
+    smtp.hold = 2.0  # a loaded provider: two seconds before it accepts each message
+    sent = [
+        notify(recipient=f"u{i}@{domain}", key=f"{domain}-{i}", subject="S", body="B")
+        for i in range(count)
+    ]
+
+    wait_for(
+        lambda: (
+            Notification.objects.filter(pk__in=[n.pk for n in sent], status="sent").count() == count
+        ),
+        what=f"{count} messages sent",
+    )
+    assert sum(1 for m in smtp.messages() if m.recipients[0].endswith(domain)) == count
+    # Each node's pool has `pool` connections; a send that kept its connection while the
+    # server took its time would let at most 2 x pool messages be in the server's hands.
+    assert smtp.peak_in_flight > 2 * pool

@@ -5,8 +5,9 @@ serves it in the foreground for `make run`, storing each message as an .eml file
 listing what it received; tests and the benchmark start it in their own process on a free
 port (`SmtpSink(...).start()`) and read `received`. `refuse` scripts permanent or transient
 refusals per recipient (`550 5.1.1 no such user`), as a real provider answers; `hold`
-makes it as slow as a loaded one (seconds before each message is accepted), and
-`peak_in_flight` tells how many messages it was handed at once.
+makes it as slow as a loaded one (seconds before each message is accepted), `hold_quit`
+slow to say goodbye once it has a message, and `peak_in_flight` tells how many messages it
+was handed at once.
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ class _Handler:
                 await asyncio.sleep(self.sink.hold)
             return self._accept(envelope)
 
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.sink.hold_quit:
+            await asyncio.sleep(self.sink.hold_quit)
+        return "221 Bye"
+
     def _accept(self, envelope: Any) -> str:
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
@@ -121,6 +127,7 @@ class SmtpSink:
         self.echo = echo
         self.received: list[Received] = []
         self.hold = 0.0
+        self.hold_quit = 0.0
         self.peak_in_flight = 0
         self._in_flight_now = 0
         self._lock = threading.Lock()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from logging.handlers import WatchedFileHandler
 from typing import Any
 
 from celery import Celery
 from celery.app import trace
+from celery.exceptions import CPendingDeprecationWarning
 from celery.signals import after_setup_logger, celeryd_after_setup
 from celery.utils.log import ColorFormatter
 
@@ -21,6 +23,15 @@ app.autodiscover_tasks()
 # Workers log that a task succeeded and how long it took, not what it returned: the run
 # rows hold outcomes, and a result (a list of ids, a report's partial) is log noise.
 trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+
+# Settings keep running tasks on a broker connection loss, deliberately (the reason is
+# beside CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS): Celery's reminder
+# of its other default would only alarm whoever reads the log of an outage.
+warnings.filterwarnings(
+    "ignore",
+    message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+    category=CPendingDeprecationWarning,
+)
 
 
 class NodeLogFile(WatchedFileHandler):

@@ -453,9 +453,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # (ignored, with a warning, on RabbitMQ, where multiplier 1 is the bound).
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_DISABLE_PREFETCH = _redis_broker
-# With late acks, a lost broker connection would re-deliver running tasks; cancel them
-# instead of running them twice at once.
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A lost broker connection does not cancel running tasks (Celery 6 will default to
+# cancelling): a task cancelled after the mail server accepted its message, and before it
+# recorded that, left the message to be sent again once its claim ran out. Every task
+# here is safe to run twice, even at once (claims, leases, guarded updates), so one that
+# finishes with nobody to take its ack is only a message re-delivered, found done.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 # Events let Flower see workers and tasks; "sent" and "started" let it show queued and
 # running tasks, not only finished ones.

@@ -51,7 +51,7 @@ def smtp() -> Iterator[SmtpSink]:
     """The session's sink, listening, with nothing received and nobody refused."""
     sink = sink_running()
     sink.clear()
-    sink.refuse, sink.hold = None, 0.0
+    sink.refuse, sink.hold, sink.hold_quit = None, 0.0, 0.0
     yield sink
-    sink.refuse, sink.hold = None, 0.0
+    sink.refuse, sink.hold, sink.hold_quit = None, 0.0, 0.0
     sink_running()  # a test that stopped it (an outage) leaves it listening again

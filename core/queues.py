@@ -10,7 +10,10 @@ RabbitMQ a message cannot be looked at without taking it, so the age is not show
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,6 +23,7 @@ from kombu.exceptions import ChannelError
 
 from proj import topology
 
+logger = logging.getLogger(__name__)
 CONSUMERS_CACHE_KEY = "core.queues.consumers"
 CONSUMERS_TTL = 10  # seconds
 
@@ -70,7 +74,7 @@ def consumers(*, refresh: bool = False, timeout: float = 1.0) -> dict[str, list[
     return found
 
 
-def _oldest_age(channel: Any, queue: str, now: float) -> float | None:
+def _oldest_published(channel: Any, queue: str) -> float | None:
     """Redis only: the next message out is the list's right end (LPUSH, BRPOP)."""
     client = getattr(channel, "client", None)
     if client is None or not hasattr(client, "lindex"):
@@ -80,9 +84,46 @@ def _oldest_age(channel: Any, queue: str, now: float) -> float | None:
         return None
     try:
         published = json.loads(raw)["headers"].get("published_at")
-    except (ValueError, KeyError, TypeError):
+        return float(published) if published else None
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return max(0.0, now - float(published)) if published else None
+
+
+def _oldest_age(channel: Any, queue: str, now: float) -> float | None:
+    published = _oldest_published(channel, queue)
+    return None if published is None else max(0.0, now - published)
+
+
+def oldest_waiting(queues: Iterable[str]) -> float | None:
+    """When the oldest message still waiting in any of `queues` was published (epoch
+    seconds); None when they are empty or the broker does not answer; -inf when one holds
+    messages whose time cannot be read (RabbitMQ shows no message without taking it).
+
+    On a first-in first-out queue everything published after its oldest message is still
+    there: work published at T waits its turn while the oldest is no newer than T.
+    """
+    from proj.celery import app
+
+    queues, oldest = tuple(queues), None
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1)
+            missing = (ChannelError, *conn.channel_errors)
+            for name in queues:
+                with conn.channel() as channel:
+                    try:
+                        _, depth, _ = channel.queue_declare(queue=name, passive=True)
+                    except missing:
+                        continue
+                    if not depth:
+                        continue
+                    published = _oldest_published(channel, name)
+                    at = -math.inf if published is None else published
+                    oldest = at if oldest is None else min(oldest, at)
+    except Exception as exc:  # the broker is down: the caller acts as if nothing waits
+        logger.warning("Could not read the queues %s: %s", ", ".join(queues), exc)
+        return None
+    return oldest
 
 
 def queue_overview(*, refresh: bool = False) -> list[QueueRow]:

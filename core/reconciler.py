@@ -34,6 +34,7 @@ from django.utils import timezone
 from core import runs
 from core.models import OutboxMessage, RunEvent
 from core.outbox import outbox_enqueue, outbox_flush, outbox_purge
+from core.queues import oldest_waiting
 from core.text import plural
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def _stalled_run_ids(kind: runs.RunKind, now: datetime) -> list[int]:
         alive_at=Coalesce("progress_at", "created_at")
     )
     stalled = []
-    for run_id in candidates.filter(alive_at__lt=cutoff).values_list("pk", flat=True):
+    for run_id, alive_at in candidates.filter(alive_at__lt=cutoff).values_list("pk", "alive_at"):
         if _waiting_for_broker(kind, run_id, cutoff):
             # Not published yet (the outbox flush handles it), or published less than the
             # stall time ago: a run made in a long transaction is only as old as its commit.
@@ -147,10 +148,36 @@ def _stalled_run_ids(kind: runs.RunKind, now: datetime) -> list[int]:
         )
         if next_retry is not None and next_retry > cutoff:
             continue  # a transient failure is being retried on schedule: not stalled
+        # Asked last (round trips to the broker): its work waits its turn behind others'.
         if kind.queued is not None and kind.queued(run_id):
-            continue  # its work waits its turn on the broker (asked last: a round trip)
+            continue
+        if kind.queues is not None and _waiting_its_turn(kind, run_id, alive_at):
+            continue
         stalled.append(run_id)
     return stalled
+
+
+# Publishing processes' clocks may differ a little from each other.
+CLOCK_SLACK = 1.0
+
+
+def _waiting_its_turn(kind: runs.RunKind, run_id: int, alive_at: datetime) -> bool:
+    """Whether the run's last messages may still be in its queues, behind older work.
+
+    A backlog longer than RUN_STALL_AFTER (hundreds of reports requested at once) is no
+    stall: resuming each waiting run queued its work again behind the backlog, which grew
+    it, until runs gave up after RUN_MAX_RESUMES. Its queues' oldest message is no newer
+    than the run's last publish (the outbox's, or the workers' around its last progress)
+    while that publish is still queued; once it is newer, the run's messages have been
+    taken, and a run that still makes no progress lost them.
+    """
+    assert kind.queues is not None
+    published = OutboxMessage.objects.filter(
+        content_type=ContentType.objects.get_for_model(kind.model), object_id=run_id
+    ).aggregate(at=Max("published_at"))["at"]
+    last = max(published, alive_at) if published else alive_at
+    oldest = oldest_waiting(kind.queues(kind.model.objects.get(pk=run_id)))
+    return oldest is not None and oldest <= last.timestamp() + CLOCK_SLACK
 
 
 def _waiting_for_broker(kind: runs.RunKind, run_id: int, cutoff: datetime) -> bool:

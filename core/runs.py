@@ -11,7 +11,7 @@ knows nothing else about it (imports flow one way: core never imports a domain a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -270,6 +270,10 @@ class RunKind:
     # True while the run's work still waits on the broker behind other work (not lost): the
     # reconciler does not resume it, which would only queue its items a second time.
     queued: Callable[[int], bool] | None = None
+    # Or, for work on first-in first-out queues shared with other runs: the queues the
+    # run's messages wait on; the kernel tells from their oldest message whether the run's
+    # are still among them (core.queues.oldest_waiting).
+    queues: Callable[[Any], Iterable[str]] | None = None
     # Finished runs that may have a follow-up due (a cheap filter before `followup`).
     followup_candidates: Callable[[], models.Q] | None = None
 

@@ -140,4 +140,5 @@ RUN_KIND = runs.RunKind(
     item_run_field="run",
     remaining_work=batch_remaining_work,
     cancel=_cancel,
+    queues=lambda batch: tuple(stage_queue(stage, batch.warehouse) for stage in STAGES),
 )

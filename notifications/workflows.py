@@ -24,6 +24,7 @@ from core.outbox import outbox_enqueue
 from notifications import services
 from notifications.models import Campaign, CampaignBatch, CampaignSend
 from notifications.tasks import campaign_fan_out, campaign_finish, campaign_send_lane
+from proj import topology
 
 
 def campaign_remaining_work(run: CampaignSend) -> Signature:
@@ -73,6 +74,7 @@ RUN_KIND = runs.RunKind(
     item_run_field="run",
     remaining_work=campaign_remaining_work,
     cancel=services.campaign_send_cancel,
+    queues=lambda send: (topology.BULK_QUEUE,),
 )
 
 

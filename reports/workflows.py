@@ -16,6 +16,7 @@ from django.db import transaction
 from core import runs
 from core.models import OutboxMessage
 from core.outbox import outbox_enqueue
+from proj import topology
 from reports import registry, services, tasks
 from reports.models import ReportPart, ReportRun
 
@@ -75,4 +76,5 @@ RUN_KIND = runs.RunKind(
     item_run_field="run",
     remaining_work=report_remaining_work,
     cancel=services.report_run_cancel,
+    queues=lambda run: (topology.report_queue(run.report_type),),
 )

@@ -17,6 +17,7 @@ from django.db import transaction
 from core import runs
 from core.models import OutboxMessage
 from core.outbox import outbox_enqueue
+from proj import topology
 from shop import services
 from shop.models import RefreshItem, RefreshRun
 from shop.tasks import product_refresh_chunk, refresh_run_finish, refresh_run_notify
@@ -110,4 +111,5 @@ RUN_KIND = runs.RunKind(
     cancel=_cancel,
     followup=_followup,
     followup_candidates=services.refresh_callback_overdue,
+    queues=lambda run: (topology.REFRESH_QUEUE, topology.CALLBACKS_QUEUE),
 )

@@ -139,7 +139,6 @@ def configure(args: argparse.Namespace, broker: str) -> dict[str, str]:
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_ALLOWED_HOSTS": "localhost",
         "DJANGO_LOG_LEVEL": "WARNING",
-        "DB_POOL_MAX_SIZE": "12",
         "FULFILMENT_WAREHOUSES": "north,south",
         "FULFILMENT_BATCH_MAX_WAIT": "2",
     }

@@ -98,7 +98,6 @@ def configure_env(args: argparse.Namespace, broker_url: str, sink_port: int) -> 
             "EMAIL_HOST": "127.0.0.1",
             "EMAIL_PORT": str(sink_port),
             "EMAIL_BULK_MAX_PER_SECOND": str(args.bulk_rate),
-            "DB_POOL_MAX_SIZE": "20",
         }
     )
     return dict(os.environ)

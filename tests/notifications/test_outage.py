@@ -13,9 +13,8 @@ from core.fleet import WorkerFleet
 from core.waiting import wait_for
 from notifications.models import Notification
 from notifications.services import notify
-from proj import topology
 from tests.notifications.conftest import unique_domain
-from tests.support.faults import PrivateRedis, Reconciler, publishing_to
+from tests.support.faults import PrivateRedis, Reconciler, nodes_on_private_broker, publishing_to
 
 pytestmark = pytest.mark.workers
 CLAIM_SECONDS = 6
@@ -24,24 +23,11 @@ CLAIM_SECONDS = 6
 @pytest.fixture
 def notify_outage(worker_fleet: WorkerFleet, tmp_path_factory) -> Iterator[PrivateRedis]:
     """The transactional node on a private Redis; claims that expire within the test."""
-    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    env = {
-        **worker_fleet.env,
-        "CELERY_BROKER_URL": server.url,
-        "NOTIFY_CLAIM_SECONDS": str(CLAIM_SECONDS),
-    }
-    fleet = WorkerFleet(
-        worker_fleet.app, env, worker_fleet.log_dir / "notify-outage", "pytest-notify-outage"
-    )
-    with publishing_to(worker_fleet.app, server.url):
-        fleet.start(tuple(p for p in topology.POOLS if p.name == "notify"))
-    server.fleet = fleet  # type: ignore[attr-defined]
-    yield server
-    if server.proc is None:
-        server.start()  # let the node reconnect, so it stops cleanly
-    fleet.stop()
-    server.stop()
+    with nodes_on_private_broker(
+        worker_fleet, tmp_path_factory.mktemp("redis"), ("notify",), "notify-outage",
+        NOTIFY_CLAIM_SECONDS=str(CLAIM_SECONDS),
+    ) as server:  # fmt: skip
+        yield server
 
 
 def test_the_broker_lost_while_the_mail_server_has_the_message_sends_it_once(

@@ -16,11 +16,10 @@ from core.fleet import WorkerFleet
 from core.models import OutboxMessage, RunEvent
 from core.waiting import wait_for
 from devtools.supplier_stub import StubBehaviour
-from proj import topology
 from shop.models import RefreshRun
 from shop.workflows import refresh_run_request
 from tests.shop.conftest import csrf_client, make_products, run_action, wait_finished
-from tests.support.faults import PrivateRedis, Reconciler, publishing_to
+from tests.support.faults import PrivateRedis, Reconciler, nodes_on_private_broker, publishing_to
 from tests.support.settings_env import manage
 
 pytestmark = pytest.mark.workers
@@ -29,19 +28,10 @@ pytestmark = pytest.mark.workers
 @pytest.fixture(scope="module")
 def private_broker(worker_fleet: WorkerFleet, tmp_path_factory) -> Iterator[PrivateRedis]:
     """A Redis of our own, with the refresh and callback nodes on it, to stop at will."""
-    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    env = {**worker_fleet.env, "CELERY_BROKER_URL": server.url}
-    fleet = WorkerFleet(worker_fleet.app, env, worker_fleet.log_dir / "outage", "pytest-outage")
-    pools = tuple(p for p in topology.POOLS if p.name in ("refresh", "callbacks"))
-    with publishing_to(worker_fleet.app, server.url):
-        fleet.start(pools)
-    server.fleet = fleet  # type: ignore[attr-defined]
-    yield server
-    if server.proc is None:
-        server.start()  # let the nodes reconnect, so they stop cleanly
-    fleet.stop()
-    server.stop()
+    with nodes_on_private_broker(
+        worker_fleet, tmp_path_factory.mktemp("redis"), ("refresh", "callbacks"), "outage"
+    ) as server:
+        yield server
 
 
 def test_the_broker_down_saves_the_run_and_it_starts_when_the_broker_is_back(

@@ -15,7 +15,7 @@ from typing import Any
 from core.fleet import BASE_DIR
 from devtools.redis_server import PrivateRedis, free_port
 
-__all__ = ["PrivateRedis", "Reconciler", "free_port", "publishing_to"]
+__all__ = ["PrivateRedis", "Reconciler", "free_port", "nodes_on_private_broker", "publishing_to"]
 
 
 class Reconciler:
@@ -66,3 +66,30 @@ def publishing_to(app: Any, url: str) -> Iterator[None]:
         else:
             os.environ["CELERY_BROKER_URL"] = old
         reset()
+
+
+@contextlib.contextmanager
+def nodes_on_private_broker(
+    fleet: Any, tmp: Path, pools: tuple[str, ...], name: str, **env: str
+) -> Iterator[PrivateRedis]:
+    """These pools' nodes on a Redis of their own, to stop and start empty at will; the
+    server's `fleet` is theirs (`env` adds to the session fleet's environment)."""
+    from core.fleet import WorkerFleet
+    from proj import topology
+
+    server = PrivateRedis(tmp)
+    server.start()
+    nodes = WorkerFleet(
+        fleet.app, {**fleet.env, "CELERY_BROKER_URL": server.url, **env},
+        fleet.log_dir / name, f"pytest-{name}",
+    )  # fmt: skip
+    with publishing_to(fleet.app, server.url):
+        nodes.start(tuple(p for p in topology.POOLS if p.name in pools))
+    server.fleet = nodes  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        if server.proc is None:
+            server.start()  # let the nodes reconnect, so they stop cleanly
+        nodes.stop()
+        server.stop()

@@ -10,8 +10,6 @@ RabbitMQ a message cannot be looked at without taking it, so the age is not show
 from __future__ import annotations
 
 import json
-import logging
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -23,16 +21,17 @@ from kombu.exceptions import ChannelError
 
 from proj import topology
 
-logger = logging.getLogger(__name__)
 CONSUMERS_CACHE_KEY = "core.queues.consumers"
 CONSUMERS_TTL = 10  # seconds
 
 
 @before_task_publish.connect
 def stamp_publish_time(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
-    """Every message carries when it was published: the queue page's "oldest" column."""
+    """Every message carries when it was published: the queue page's "oldest" column, and
+    the reconciler's test of whether a run's work still waits. Set on every publish: a
+    retry copies its message's headers, and must not look as old as the first attempt."""
     if headers is not None:
-        headers.setdefault("published_at", time.time())
+        headers["published_at"] = time.time()
 
 
 @dataclass
@@ -96,33 +95,30 @@ def _oldest_age(channel: Any, queue: str, now: float) -> float | None:
 
 def oldest_waiting(queues: Iterable[str]) -> float | None:
     """When the oldest message still waiting in any of `queues` was published (epoch
-    seconds); None when they are empty or the broker does not answer; -inf when one holds
-    messages whose time cannot be read (RabbitMQ shows no message without taking it).
+    seconds); None when they are empty, or when a queue holding messages cannot tell
+    (RabbitMQ shows no message without taking it). Broker errors are raised, at once.
 
     On a first-in first-out queue everything published after its oldest message is still
     there: work published at T waits its turn while the oldest is no newer than T.
     """
     from proj.celery import app
 
-    queues, oldest = tuple(queues), None
-    try:
-        with app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1)
-            missing = (ChannelError, *conn.channel_errors)
-            for name in queues:
-                with conn.channel() as channel:
-                    try:
-                        _, depth, _ = channel.queue_declare(queue=name, passive=True)
-                    except missing:
-                        continue
-                    if not depth:
-                        continue
-                    published = _oldest_published(channel, name)
-                    at = -math.inf if published is None else published
-                    oldest = at if oldest is None else min(oldest, at)
-    except Exception as exc:  # the broker is down: the caller acts as if nothing waits
-        logger.warning("Could not read the queues %s: %s", ", ".join(queues), exc)
-        return None
+    oldest: float | None = None
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=0)  # one attempt: the reconciler moves on
+        missing = (ChannelError, *conn.channel_errors)
+        for name in queues:
+            with conn.channel() as channel:
+                try:
+                    _, depth, _ = channel.queue_declare(queue=name, passive=True)
+                except missing:
+                    continue
+                if not depth:
+                    continue
+                published = _oldest_published(channel, name)
+                if published is None:
+                    return None
+                oldest = published if oldest is None else min(oldest, published)
     return oldest
 
 

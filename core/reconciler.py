@@ -90,8 +90,9 @@ def reconcile(*, now: datetime | None = None) -> Pass:
     """One pass over every workflow; safe to run concurrently and as often as wanted."""
     result = Pass()
     result.published, result.publish_failed = outbox_flush()
+    queues_seen: dict[tuple[str, ...], float | None] = {}  # this pass's broker reads
     for kind in runs.kinds():
-        for run_id in _stalled_run_ids(kind, now or timezone.now()):
+        for run_id in _stalled_run_ids(kind, now or timezone.now(), queues_seen):
             label = _resume(kind, run_id, actor=None, force=False)
             if label:
                 (result.finished if label.startswith("!") else result.resumed).append(
@@ -129,7 +130,9 @@ def run_resume(run: runs.Run, *, actor: Any = None) -> str:
     return label.lstrip("!") if label else ""
 
 
-def _stalled_run_ids(kind: runs.RunKind, now: datetime) -> list[int]:
+def _stalled_run_ids(
+    kind: runs.RunKind, now: datetime, queues_seen: dict[tuple[str, ...], float | None]
+) -> list[int]:
     """Unfinished runs whose last sign of life is older than the stall threshold."""
     cutoff = now - stall_after()
     candidates = kind.model.objects.filter(status__in=runs.UNFINISHED).annotate(
@@ -151,7 +154,7 @@ def _stalled_run_ids(kind: runs.RunKind, now: datetime) -> list[int]:
         # Asked last (round trips to the broker): its work waits its turn behind others'.
         if kind.queued is not None and kind.queued(run_id):
             continue
-        if kind.queues is not None and _waiting_its_turn(kind, run_id, alive_at):
+        if kind.queues is not None and _waiting_its_turn(kind, run_id, alive_at, queues_seen):
             continue
         stalled.append(run_id)
     return stalled
@@ -159,25 +162,52 @@ def _stalled_run_ids(kind: runs.RunKind, now: datetime) -> list[int]:
 
 # Publishing processes' clocks may differ a little from each other.
 CLOCK_SLACK = 1.0
+# A queue whose next message has waited this many stall periods is not moving (nobody
+# consumes it, or it is far behind): its runs count as stalled again, are resumed, and
+# after RUN_MAX_RESUMES fail with a message, so that even they finish.
+QUEUE_STUCK_AFTER_STALLS = 10
+_BROKER_DOWN = ("broker down",)
 
 
-def _waiting_its_turn(kind: runs.RunKind, run_id: int, alive_at: datetime) -> bool:
+def _waiting_its_turn(
+    kind: runs.RunKind,
+    run_id: int,
+    alive_at: datetime,
+    queues_seen: dict[tuple[str, ...], float | None],
+) -> bool:
     """Whether the run's last messages may still be in its queues, behind older work.
 
     A backlog longer than RUN_STALL_AFTER (hundreds of reports requested at once) is no
     stall: resuming each waiting run queued its work again behind the backlog, which grew
-    it, until runs gave up after RUN_MAX_RESUMES. Its queues' oldest message is no newer
+    it, until runs gave up after RUN_MAX_RESUMES. Its queue's oldest message is no newer
     than the run's last publish (the outbox's, or the workers' around its last progress)
     while that publish is still queued; once it is newer, the run's messages have been
-    taken, and a run that still makes no progress lost them.
+    taken, and a run that still makes no progress lost them. Where the broker cannot tell
+    (RabbitMQ, or it is down), the run is treated as before: stalled.
     """
     assert kind.queues is not None
+    run = kind.model.objects.filter(pk=run_id).first()
+    if run is None or _BROKER_DOWN in queues_seen:
+        return False
+    names = tuple(kind.queues(run))
+    if names not in queues_seen:
+        try:
+            queues_seen[names] = oldest_waiting(names)
+        except Exception as exc:  # the broker is down: no more asking in this pass
+            logger.warning("Reconciler: could not read the queues %s: %s", ", ".join(names), exc)
+            queues_seen[_BROKER_DOWN] = None
+            return False
+    oldest = queues_seen[names]
+    if oldest is None:
+        return False
+    stuck_after = settings.RUN_STALL_AFTER * QUEUE_STUCK_AFTER_STALLS
+    if time.time() - oldest > stuck_after:
+        return False
     published = OutboxMessage.objects.filter(
         content_type=ContentType.objects.get_for_model(kind.model), object_id=run_id
     ).aggregate(at=Max("published_at"))["at"]
     last = max(published, alive_at) if published else alive_at
-    oldest = oldest_waiting(kind.queues(kind.model.objects.get(pk=run_id)))
-    return oldest is not None and oldest <= last.timestamp() + CLOCK_SLACK
+    return oldest <= last.timestamp() + CLOCK_SLACK
 
 
 def _waiting_for_broker(kind: runs.RunKind, run_id: int, cutoff: datetime) -> bool:

@@ -140,5 +140,6 @@ RUN_KIND = runs.RunKind(
     item_run_field="run",
     remaining_work=batch_remaining_work,
     cancel=_cancel,
-    queues=lambda batch: tuple(stage_queue(stage, batch.warehouse) for stage in STAGES),
+    # Where its next step waits: the stage its pending orders need (the finish: ship's).
+    queues=lambda batch: (stage_queue(services.batch_stage_now(batch) or "ship", batch.warehouse),),
 )

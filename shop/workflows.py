@@ -33,6 +33,13 @@ def refresh_remaining_work(run: RefreshRun) -> Signature:
     return chord(header, finish)
 
 
+def _work_queues(run: RefreshRun) -> tuple[str, ...]:
+    """Where its remaining work waits: chunks while products are pending, else the finish."""
+    if run.items.filter(status=RefreshItem.Status.PENDING).exists():
+        return (topology.REFRESH_QUEUE,)
+    return (topology.CALLBACKS_QUEUE,)
+
+
 def _chunk(run_id: int, product_ids: list[int]) -> Signature:
     """A chunk's task, with the kwargs Flower and `inspect` show written out short.
 
@@ -111,5 +118,5 @@ RUN_KIND = runs.RunKind(
     cancel=_cancel,
     followup=_followup,
     followup_candidates=services.refresh_callback_overdue,
-    queues=lambda run: (topology.REFRESH_QUEUE, topology.CALLBACKS_QUEUE),
+    queues=lambda run: _work_queues(run),
 )

@@ -60,3 +60,25 @@ def test_a_report_behind_a_backlog_waits_and_one_whose_messages_were_lost_is_res
     assert first.resumes == 1
     assert "re-published" in resumed(first)[0]
     assert second.resumes == 0 and not resumed(second)  # its own messages still wait
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queue_that_does_not_move_is_no_excuse_and_its_runs_are_resumed(unread_broker, settings):
+    """Nobody takes the report's messages (its node is gone): after ten stall periods its
+    queue counts as stuck, and the run goes the way of any stalled run (resumed, and failed
+    after RUN_MAX_RESUMES), so that it still finishes."""
+    settings.RUN_STALL_AFTER = 0.3
+    stuck_after = settings.RUN_STALL_AFTER * reconciler.QUEUE_STUCK_AFTER_STALLS
+    run = request()
+    published = time.time()
+
+    time.sleep(1)
+    reconciler.reconcile()
+    run.refresh_from_db()
+    assert run.resumes == 0  # waiting its turn
+
+    time.sleep(max(0.0, published + stuck_after + 0.5 - time.time()))
+    reconciler.reconcile()
+    run.refresh_from_db()
+    assert run.resumes == 1
+    assert "re-published" in resumed(run)[0]

@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery
 from celery.app import trace
 from celery.exceptions import CPendingDeprecationWarning
-from celery.signals import after_setup_logger, celeryd_after_setup
+from celery.signals import after_setup_logger, celeryd_after_setup, worker_ready
 from celery.utils.log import ColorFormatter
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
@@ -24,14 +24,25 @@ app.autodiscover_tasks()
 # rows hold outcomes, and a result (a list of ids, a report's partial) is log noise.
 trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
-# Settings keep running tasks on a broker connection loss, deliberately (the reason is
-# beside CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS): Celery's reminder
-# of its other default would only alarm whoever reads the log of an outage.
-warnings.filterwarnings(
-    "ignore",
-    message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
-    category=CPendingDeprecationWarning,
-)
+
+def _quiet_cancel_reminder() -> None:
+    """Settings keep running tasks on a broker connection loss, deliberately (the reason is
+    beside CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS): Celery's reminder
+    of its other default would only alarm whoever reads the log of an outage."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+        category=CPendingDeprecationWarning,
+    )
+
+
+_quiet_cancel_reminder()
+
+
+@worker_ready.connect
+def quiet_cancel_reminder_in_workers(**kwargs: Any) -> None:
+    """Again once the worker set up its logging, which puts an 'always' filter first."""
+    _quiet_cancel_reminder()
 
 
 class NodeLogFile(WatchedFileHandler):

@@ -41,6 +41,8 @@ def test_the_broker_lost_while_the_mail_server_has_the_message_sends_it_once(
             recipient=address, key=f"test-{address}", subject="Your order shipped", body="B"
         )
     wait_for(lambda: smtp.messages(to=address), what="the message at the mail server")
+    log = fleet.log_dir / "notify.log"
+    logged_before = log.stat().st_size
 
     notify_outage.stop()  # the broker goes while the worker still talks to the mail server
     notify_outage.start()  # back, and empty
@@ -55,3 +57,6 @@ def test_the_broker_lost_while_the_mail_server_has_the_message_sends_it_once(
         notification = wait_for(settled, timeout=4 * CLAIM_SECONDS, what="sent")
     assert notification.status == "sent" and notification.attempts == 1
     assert len(smtp.messages(to=address)) == 1
+    during = log.read_bytes()[logged_before:].decode(errors="replace")
+    assert "Connection to broker lost" in during
+    assert "optional breaking change" not in during  # Celery's reminder, filtered

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import uuid
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -347,7 +348,10 @@ def batch_pack(*, batch_id: int) -> StageOutcome:
                 batch_id=batch_id, lines=lines.get(t.order_id, []),
             )  # fmt: skip
             path = folder / f"{t.reference}.pdf"
-            path.write_bytes(pdf)
+            # Whole or not at all: a second delivery may be writing the same label.
+            part = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+            part.write_bytes(pdf)
+            os.replace(part, path)
         except Exception as exc:  # one label's trouble is that order's, not the batch's
             logger.exception("Label for order %s failed", t.reference)
             refused[t.fulfilment_id] = f"label could not be made: {exc.__class__.__name__}: {exc}"

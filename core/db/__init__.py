@@ -11,7 +11,7 @@ def release_pooled_connection() -> None:
     A gevent node runs many greenlets on one pool of DB_POOL_MAX_SIZE connections, and a
     task keeps the connection it took until it ends: greenlets waiting on a supplier, a
     warehouse or a mail server would hold the connections the others need to record their
-    results (twenty transactional emails to a slow mail server went six at a time). The
+    results (eighteen emails to a slow mail server went twelve at a time, six per node). The
     next query takes a connection again. Nothing to do for SQLite (no pool: reopening its
     connection costs more than a chunk's queries) or inside a transaction.
     """

@@ -78,15 +78,15 @@ def nodes_on_private_broker(
     from proj import topology
 
     server = PrivateRedis(tmp)
-    server.start()
     nodes = WorkerFleet(
         fleet.app, {**fleet.env, "CELERY_BROKER_URL": server.url, **env},
         fleet.log_dir / name, f"pytest-{name}",
     )  # fmt: skip
-    with publishing_to(fleet.app, server.url):
-        nodes.start(tuple(p for p in topology.POOLS if p.name in pools))
     server.fleet = nodes  # type: ignore[attr-defined]
     try:
+        server.start()
+        with publishing_to(fleet.app, server.url):
+            nodes.start(tuple(p for p in topology.POOLS if p.name in pools))
         yield server
     finally:
         if server.proc is None:

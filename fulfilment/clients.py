@@ -2,7 +2,7 @@
 
 Same rules as the supplier client (shop/supplier.py): explicit connect/read timeouts, a
 response size cap, no redirects followed, one kept-alive connection pool per process, and
-errors in two kinds: `TransientError` (timeouts, 5xx, 429: retry the stage later) and
+errors in two kinds: `TransientError` (timeouts, 5xx, 429, 409: retry the stage later) and
 `PermanentError` (retrying cannot help). An order the API refuses is not an error of the
 call: it comes back in the answer's `failed` map and is split out of its batch.
 
@@ -102,7 +102,9 @@ def _post(base_url: str, path: str, payload: dict[str, Any], key: str, who: str)
     complete = False
     try:
         status = response.status
-        if status == 429 or status >= 500:
+        # 409: the API is still working on a request with this idempotency key (a second
+        # delivery of the stage while the first waits for its answer): ask again later.
+        if status in (409, 429) or status >= 500:
             raise TransientError(f"the {who} answered HTTP {status}")
         if status >= 300:
             raise PermanentError(f"the {who} answered HTTP {status}")

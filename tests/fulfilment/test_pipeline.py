@@ -139,10 +139,11 @@ def test_an_order_refused_once_is_retried_alone_and_ships(workers, warehouse, ca
     assert final[flaky].batch_id == solo.pk
 
 
-def test_transient_warehouse_errors_are_retried_with_the_same_idempotency_key(
+def test_transient_warehouse_errors_and_a_conflict_are_retried_with_the_same_idempotency_key(
     workers, warehouse, carrier
 ):
-    warehouse.script(Response(503, {"error": "busy"}), Response(500, {"error": "oops"}))
+    # 409: a request with the same idempotency key still in progress at the API.
+    warehouse.script(Response(409, {"error": "in progress"}), Response(503, {"error": "busy"}))
     orders = make_orders(5)
     orders_release_request(order_ids=[o.pk for o in orders], warehouse="north")
 

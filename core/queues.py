@@ -88,9 +88,18 @@ def _oldest_published(channel: Any, queue: str) -> float | None:
         return None
 
 
-def _oldest_age(channel: Any, queue: str, now: float) -> float | None:
-    published = _oldest_published(channel, queue)
-    return None if published is None else max(0.0, now - published)
+def _read_queue(conn: Any, name: str) -> tuple[int, float | None]:
+    """How many messages `name` holds, and when its next one out was published.
+
+    A channel per queue: RabbitMQ closes the channel that asked about a queue it does not
+    have (and an empty Redis list does not exist: depth 0 either way).
+    """
+    with conn.channel() as channel:
+        try:
+            _, depth, _ = channel.queue_declare(queue=name, passive=True)
+        except (ChannelError, *conn.channel_errors):
+            return 0, None
+        return depth, _oldest_published(channel, name) if depth else None
 
 
 def oldest_waiting(queues: Iterable[str]) -> float | None:
@@ -106,19 +115,13 @@ def oldest_waiting(queues: Iterable[str]) -> float | None:
     oldest: float | None = None
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=0)  # one attempt: the reconciler moves on
-        missing = (ChannelError, *conn.channel_errors)
         for name in queues:
-            with conn.channel() as channel:
-                try:
-                    _, depth, _ = channel.queue_declare(queue=name, passive=True)
-                except missing:
-                    continue
-                if not depth:
-                    continue
-                published = _oldest_published(channel, name)
-                if published is None:
-                    return None
-                oldest = published if oldest is None else min(oldest, published)
+            depth, published = _read_queue(conn, name)
+            if not depth:
+                continue
+            if published is None:
+                return None
+            oldest = published if oldest is None else min(oldest, published)
     return oldest
 
 
@@ -146,17 +149,9 @@ def queue_overview(*, refresh: bool = False) -> list[QueueRow]:
     try:
         with app.connection_for_read() as conn:
             rows += _family_rows(conn, consuming, dead)
-            missing = (ChannelError, *conn.channel_errors)
             for row in rows:
-                # A channel per queue: RabbitMQ closes the channel that asked about a
-                # queue it does not have.
-                with conn.channel() as channel:
-                    try:
-                        _, depth, _ = channel.queue_declare(queue=row.name, passive=True)
-                    except missing:  # never declared (an empty Redis list does not exist)
-                        depth = 0
-                    row.depth = depth
-                    row.oldest_seconds = _oldest_age(channel, row.name, now) if depth else None
+                row.depth, published = _read_queue(conn, row.name)
+                row.oldest_seconds = None if published is None else max(0.0, now - published)
                 row.consumers = consuming.get(row.name, [])
     except Exception as exc:
         for row in rows:

@@ -17,15 +17,13 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import Ignore
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError
 
 from core import deadletters
+from core.db import TRANSIENT_DB_ERRORS
 from core.models import DeadLetter
 
 logger = logging.getLogger(__name__)
-
-# Errors that mean "the database was not there for a moment", never "the data is wrong".
-TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 
 class ShopTask(Task):

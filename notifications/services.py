@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from core import runs
 from core.bulk import bulk_update_rows
-from core.db import release_pooled_connection
+from core.db import TRANSIENT_DB_ERRORS, record_done, release_pooled_connection
 from core.outbox import outbox_enqueue
 from core.text import plural
 from notifications import audiences, limiter, smtp
@@ -179,7 +179,13 @@ def notification_send(*, notification_id: int) -> float | None:
         logger.exception("Notification %s could not be built", notification_id)
         _finish(notification_id, Status.FAILED, error=f"could not build the message: {exc!r}")
         return None
-    _finish(notification_id, Status.SENT, message_id=message.extra_headers["Message-ID"])
+    message_id = message.extra_headers["Message-ID"]
+    assert notification.claimed_until is not None  # set by the claim above
+    record_done(
+        lambda: _finish(notification_id, Status.SENT, message_id=message_id),
+        claimed_until=notification.claimed_until,
+        what=f"Notification {notification_id} was sent ({message_id})",
+    )
     return None
 
 
@@ -243,8 +249,6 @@ def campaign_fan_out(*, run_id: int) -> int:
     try:
         return _fan_out_chunks(run, audience)
     except Exception as exc:
-        from core.tasks import TRANSIENT_DB_ERRORS
-
         if not isinstance(exc, TRANSIENT_DB_ERRORS):  # those are retried by the task
             _fail_send(run_id, f"Reading the audience failed: {exc!r}")
         raise
@@ -446,7 +450,7 @@ def _claim_messages(ids: Sequence[int]) -> list[Notification]:
     )
     return list(
         Notification.objects.filter(pk__in=ids, status=Status.SENDING, claimed_by=token)
-        .only("pk", "recipient", "idempotency_key", "attempts")
+        .only("pk", "recipient", "idempotency_key", "attempts", "claimed_until")
         .order_by("pk")
     )
 
@@ -506,6 +510,29 @@ def _send_slice(
             outcomes[message.pk] = (Status.FAILED, str(exc), "")
             continue
         outcomes[message.pk] = (Status.SENT, "", email.extra_headers["Message-ID"])
+    claimed_until = min((m.claimed_until for m in messages if m.claimed_until), default=now)
+    record_done(
+        lambda: _record_slice(run, batch, messages, outcomes, now, wait),
+        claimed_until=claimed_until,
+        what=f"Campaign send {run.pk}: {plural(len(outcomes), 'message')} handled",
+    )
+    _release(unsent)
+    if transient is not None:
+        return _batch_retry(run, batch, transient)
+    if wait:  # the limit is reached: give the slot back, any lane takes the batch up again
+        return LaneStep("park", wait)
+    return None
+
+
+def _record_slice(
+    run: CampaignSend,
+    batch: CampaignBatch,
+    messages: list[Notification],
+    outcomes: dict[int, tuple[str, str, str]],
+    now: datetime,
+    wait: float,
+) -> None:
+    """The slice's outcomes, the send's counters and the batch's claim, in one transaction."""
     with transaction.atomic():
         _lock_send(run.pk)
         by_pk = {m.pk: m for m in messages}
@@ -528,12 +555,6 @@ def _send_slice(
         CampaignBatch.objects.filter(pk=batch.pk).update(
             claimed_until=None if wait else now + claim_lease()
         )
-    _release(unsent)
-    if transient is not None:
-        return _batch_retry(run, batch, transient)
-    if wait:  # the limit is reached: give the slot back, any lane takes the batch up again
-        return LaneStep("park", wait)
-    return None
 
 
 def _batch_retry(run: CampaignSend, batch: CampaignBatch, exc: smtp.SendError) -> LaneStep:

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core import runs
+from core.db import TRANSIENT_DB_ERRORS
 from core.text import plural
 from notifications.models import Notification
 from notifications.services import notify_user
@@ -83,8 +84,6 @@ def report_run_gather_part(*, run_id: int, index: int, queue: str) -> bool:
     try:
         partial = kind.gather(kind.parse_params(part.run.params), part.spec)
     except Exception as exc:
-        from core.tasks import TRANSIENT_DB_ERRORS
-
         if not isinstance(exc, TRANSIENT_DB_ERRORS):  # retried by the task instead
             ReportPart.objects.filter(pk=part.pk, status=Part.PENDING).update(
                 status=Part.FAILED, error=repr(exc)[:5000], finished_at=timezone.now()

@@ -23,7 +23,7 @@ from django.utils import timezone
 from core import runs
 from core.bulk import bulk_insert_rows, bulk_update_rows
 from core.concurrency import map_in_batches, process_gate
-from core.db import release_pooled_connection
+from core.db import TRANSIENT_DB_ERRORS, record_done, release_pooled_connection
 from core.text import plural
 from notifications import audiences
 from notifications.services import notify_user
@@ -319,8 +319,6 @@ def _write_products(writes: dict[int, tuple[Any, ...]]) -> dict[int, str]:
 
 
 def _transient(exc: DatabaseError) -> bool:
-    from core.tasks import TRANSIENT_DB_ERRORS
-
     return isinstance(exc, TRANSIENT_DB_ERRORS)
 
 
@@ -443,7 +441,11 @@ def refresh_run_notify(*, run_id: int, final_attempt: bool) -> float | None:
     except supplier.PermanentError as exc:
         _callback_end(run_id, attempt, Callback.FAILED, f"failed: {exc}")
         return None
-    _callback_end(run_id, attempt, Callback.DELIVERED, f"delivered (HTTP {code})")
+    record_done(
+        lambda: _callback_end(run_id, attempt, Callback.DELIVERED, f"delivered (HTTP {code})"),
+        claimed_until=now + CALLBACK_LEASE,
+        what=f"Refresh run {run_id}'s status callback was delivered (HTTP {code})",
+    )
     return None
 
 

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
-from django.db import connection
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+from django.db import InterfaceError, OperationalError, connection
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Errors that mean "the database was not there for a moment", never "the data is wrong".
+TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+# Stop retrying this long before the claim ends: the sweep may run on another clock.
+CLAIM_MARGIN = 1.0
+RECORD_BACKOFF_MAX = 5.0
 
 
 def release_pooled_connection() -> None:
@@ -17,3 +33,29 @@ def release_pooled_connection() -> None:
     """
     if connection.settings_dict["OPTIONS"].get("pool") and not connection.in_atomic_block:
         connection.close()
+
+
+def record_done(write: Callable[[], T], *, claimed_until: datetime, what: str) -> T:
+    """Run `write`, the record of something already done outside (an email the server
+    took, a callback delivered), retrying a lost database in place while the claim holds.
+
+    Raised to the task instead, the write would be retried by a delivery that finds the
+    claim taken and does nothing, and once the claim ran out the work would be done again:
+    a second email. The pool already waits DB_POOL_TIMEOUT for a connection; this covers a
+    longer outage, up to the claim's end (then the error goes to the task, logged).
+    """
+    delay = 0.25
+    while True:
+        try:
+            return write()
+        except TRANSIENT_DB_ERRORS as exc:
+            left = (claimed_until - timezone.now()).total_seconds() - CLAIM_MARGIN
+            if left <= 0:
+                logger.error("%s, but recording it failed until its claim ran out: %s", what, exc)
+                raise
+            pause = min(delay, left)
+            logger.warning("%s; recording it failed (%s), trying again in %.1f s", what, exc, pause)
+            if not connection.in_atomic_block:
+                connection.close()  # a dead connection goes back to the pool, discarded
+            time.sleep(pause)
+            delay = min(delay * 2, RECORD_BACKOFF_MAX)

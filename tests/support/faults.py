@@ -1,13 +1,16 @@
 """Real faults on real services: the reconciler as the process it is in production, a test
-process pointed at another broker. (A Redis to stop and restart: devtools.redis_server.)
+process pointed at another broker, a database that hangs or goes away behind a TCP proxy.
+(A Redis to stop and restart: devtools.redis_server.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,10 @@ from typing import Any
 from core.fleet import BASE_DIR
 from devtools.redis_server import PrivateRedis, free_port
 
-__all__ = ["PrivateRedis", "Reconciler", "free_port", "nodes_on_private_broker", "publishing_to"]
+__all__ = [
+    "DatabaseProxy", "PrivateRedis", "Reconciler", "free_port", "nodes_on_private_broker",
+    "publishing_to",
+]  # fmt: skip
 
 
 class Reconciler:
@@ -93,3 +99,81 @@ def nodes_on_private_broker(
             server.start()  # let the nodes reconnect, so they stop cleanly
         nodes.stop()
         server.stop()
+
+
+class DatabaseProxy:
+    """A TCP proxy in front of the database, failing it on demand.
+
+    `mode`: "forward" passes connections through; "hang" accepts them and never answers (a
+    hung host); "refuse" closes them at once (the database is down). `drop()` closes every
+    connection it carries, as a restart or failover does. `url(settings_dict)` is the
+    DATABASE_URL of the same database through the proxy.
+    """
+
+    def __init__(self, target: tuple[str, int], mode: str = "forward") -> None:
+        self.target = target
+        self.mode = mode
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self, settings_dict: dict[str, Any]) -> str:
+        from core.fleet import database_url
+
+        return database_url({**settings_dict, "HOST": "127.0.0.1", "PORT": str(self.port)})
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.mode == "refuse":
+                client.close()
+                continue
+            self._keep(client)
+            if self.mode == "hang":
+                continue
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                self._close(client)  # the database is down: the client sees a closed socket
+                continue
+            self._keep(upstream)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _keep(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.add(sock)
+
+    def _close(self, sock: socket.socket) -> None:
+        """shutdown() first: close() alone wakes no thread blocked in accept or recv."""
+        with self._lock:
+            self._open.discard(sock)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._close(src)
+            self._close(dst)
+
+    def drop(self) -> None:
+        with self._lock:
+            carried = list(self._open)
+        for sock in carried:
+            self._close(sock)
+
+    def close(self) -> None:
+        self.mode = "refuse"
+        self._close(self.listener)
+        self.drop()

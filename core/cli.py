@@ -53,8 +53,13 @@ class Progress:
         self._drawn = False
 
     def show(self, run: runs.Run) -> None:
-        failed = f", {run.failed:,} failed" if run.failed else ""
-        line = f"{run.done:,}/{run.total:,} done{failed}; {run.get_status_display().lower()}"
+        status = run.get_status_display().lower()
+        if not run.total and not run.is_finished:
+            # Nothing counted yet (a campaign counts its recipients first): no "0/0 done".
+            line = f"{status}, counting the work"
+        else:
+            failed = f", {run.failed:,} failed" if run.failed else ""
+            line = f"{run.done:,}/{run.total:,} done{failed}; {status}"
         if self.tty:
             filled = int(self.WIDTH * run.done / max(run.total, 1))
             bar = "#" * filled + "-" * (self.WIDTH - filled)

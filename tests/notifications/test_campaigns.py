@@ -79,3 +79,21 @@ def test_unknown_campaign_or_an_unfinished_send_starts_nothing(workers, capsys):
     with pytest.raises(CommandError, match=r"has not finished yet\. Nothing sent again\."):
         call_command("send_campaign", str(campaign.pk))
     assert CampaignSend.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_waiting_for_a_send_no_worker_has_started_says_so_without_zero_counts(
+    unread_broker, capsys
+):
+    """Before the fan-out has counted the recipients the send has no total: the waiting
+    command says what it is doing instead of "0/0 done"."""
+    make_customers(unique_domain(), opted_in=2, opted_out=0)
+    campaign = make_campaign()
+    with pytest.raises(SystemExit) as exit_code:
+        call_command("send_campaign", str(campaign.pk), "--wait", "--timeout", "1")
+    assert exit_code.value.code == 5  # still waiting when the timeout ran out
+    out = capsys.readouterr().out
+    assert "Progress: pending, counting the work" in out
+    assert "0/0" not in out
+    assert CampaignSend.objects.get(campaign=campaign).status == "pending"
+    assert unread_broker.llen("notifications.bulk")  # its work waits for a worker

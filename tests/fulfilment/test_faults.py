@@ -1,4 +1,5 @@
-"""Fulfilment runs always finish: a node killed mid-call and the broker lost mid-pipeline.
+"""Fulfilment runs always finish: a node killed mid-call, the broker lost mid-pipeline,
+PostgreSQL dropping every connection.
 
 Each fault is induced on a real service while a stage's call is out (the stand-in answers
 late), then the pipeline is shown recovered by the reconciler. What a customer sees is
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from django.db import connection
 
 from core.fleet import WorkerFleet
 from core.waiting import wait_for
@@ -85,3 +87,27 @@ def test_the_broker_lost_mid_pipeline_and_back_empty_every_order_ships_once(
         assert_shipped_once(orders, carrier, smtp)
     dead = {node: proc.returncode for node, proc in fleet.procs.items() if proc.poll() is not None}
     assert not dead, f"nodes died: {dead}"
+
+
+def test_postgresql_dropping_connections_mid_pipeline_ships_every_order_once(
+    workers, warehouse, carrier, smtp
+):
+    """A failover while the pick calls are out: every pooled connection of every node is
+    closed by the server; the stages record their answers on new ones."""
+    if connection.vendor != "postgresql":
+        pytest.skip("terminating server connections is a PostgreSQL fault")
+    warehouse.reset(latency=2.0)
+    orders = make_orders(10)
+    orders_release_request(order_ids=[o.pk for o in orders], warehouse="north")
+    wait_for(lambda: len(warehouse.calls()) == 2, timeout=60, what="both pick calls out")
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] > 0
+    warehouse.latency = 0.0
+
+    with Reconciler(workers.env, workers.log_dir / "reconciler-fulfilment.log"):
+        assert_shipped_once(orders, carrier, smtp)

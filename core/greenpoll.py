@@ -14,6 +14,11 @@ acknowledged or rejected (our tasks acknowledge late, so that is when a slot fre
 then poll as before. Installed by core.worker on green nodes only; prefork nodes run
 Celery's event loop, which already wakes on finished tasks.
 
+Waiting on that event instead of the sockets has one catch: an acknowledgement the broker
+never got (it went away) leaves its slot taken for good, and a node whose slots were all
+taken so would never read its dead connection again. `install()` remembers such a failure
+on the channel and the poller raises it, so the consumer reconnects as it would on a read.
+
 The same loop was slow to change what it consumes. A control command (add_consumer,
 cancel_consumer, imports_consume) runs in the pidbox greenlet and leaves the change to the
 consumer's loop (`Consumer.call_soon`), which on an idle node sits in `drain_events` for up
@@ -47,6 +52,7 @@ from kombu.utils.eventio import READ
 from core.concurrency import readable_now
 
 _MARK = "_shop_waits_for_a_free_slot"
+_ACK_LOST = "_shop_ack_lost"  # on a channel: the connection error an ack or reject met
 logger = logging.getLogger(__name__)
 
 
@@ -83,7 +89,12 @@ def install(brpop_timeout: float | None = None) -> bool:
     @functools.wraps(get)
     def get_when_a_slot_is_free(self: Any, callback: Any, timeout: float | None = None) -> Any:
         # Only the task consumer's poller is woken: the pidbox's has fanout queues only.
-        watching = bool(consuming(self))
+        channels = consuming(self)
+        watching = bool(channels)
+        for channel in channels:
+            lost = getattr(channel, _ACK_LOST, None)
+            if lost is not None:
+                raise lost  # a connection error: the consumer reconnects, slots and all
         if watching:
             wake.watch(self.poller)
         if watching and wake.take():
@@ -110,6 +121,14 @@ def install(brpop_timeout: float | None = None) -> bool:
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             try:
                 return method(self, *args, **kwargs)
+            except self.channel.connection.connection_errors as exc:
+                # The broker went away: kombu keeps the message as delivered, so its slot
+                # never frees (Celery only logs "Couldn't ack"). With every slot held so,
+                # the poller above would never read the dead connection again, and the
+                # node would consume nothing for good (seen after a Redis restart with
+                # the imports nodes' 8 slots busy). The poller raises it instead.
+                setattr(self.channel, _ACK_LOST, exc)
+                raise
             finally:
                 slot_freed.set()
 

@@ -25,7 +25,7 @@ from tests.support.factories import make_staff
 from tests.support.faults import PrivateRedis, Reconciler, nodes_on_private_broker, publishing_to
 
 pytestmark = [pytest.mark.workers, pytest.mark.timeout(180)]
-ROWS = 1500
+ROWS = 400
 
 
 def start_import() -> ImportRun:

@@ -76,6 +76,7 @@ def install(brpop_timeout: float | None = None) -> bool:
     # Made after gevent's monkey patching: a cooperative event under gevent.
     slot_freed = threading.Event()
     poller, qos = kombu_redis.MultiChannelPoller, kombu_redis.QoS
+    connection_errors = kombu_redis.Transport.connection_errors  # a class attribute
     get = poller.get
     wake = _Wake(slot_freed)
 
@@ -94,7 +95,9 @@ def install(brpop_timeout: float | None = None) -> bool:
         for channel in channels:
             lost = getattr(channel, _ACK_LOST, None)
             if lost is not None:
-                raise lost  # a connection error: the consumer reconnects, slots and all
+                delattr(channel, _ACK_LOST)
+                # A connection error: the consumer reconnects, and its slots start afresh.
+                raise _redis_connection_error(f"an acknowledgement was lost: {lost!r}") from lost
         if watching:
             wake.watch(self.poller)
         if watching and wake.take():
@@ -121,7 +124,7 @@ def install(brpop_timeout: float | None = None) -> bool:
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             try:
                 return method(self, *args, **kwargs)
-            except self.channel.connection.connection_errors as exc:
+            except connection_errors as exc:
                 # The broker went away: kombu keeps the message as delivered, so its slot
                 # never frees (Celery only logs "Couldn't ack"). With every slot held so,
                 # the poller above would never read the dead connection again, and the
@@ -191,6 +194,12 @@ class _Wake:
             while os.read(self.read_fd, 512):
                 pass
         return True
+
+
+def _redis_connection_error(message: str) -> Exception:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return RedisConnectionError(message)
 
 
 def _drain_if_readable(quick_drain: Callable[..., Any]) -> Callable[..., Any]:

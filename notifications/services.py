@@ -179,21 +179,35 @@ def notification_send(*, notification_id: int) -> float | None:
         logger.exception("Notification %s could not be built", notification_id)
         _finish(notification_id, Status.FAILED, error=f"could not build the message: {exc!r}")
         return None
-    message_id = message.extra_headers["Message-ID"]
-    assert notification.claimed_until is not None  # set by the claim above
-    record_done(
-        lambda: _finish(notification_id, Status.SENT, message_id=message_id),
-        claimed_until=notification.claimed_until,
-        what=f"Notification {notification_id} was sent ({message_id})",
+    message_id, claim = message.extra_headers["Message-ID"], notification.claimed_until
+    assert claim is not None  # set by the claim above
+    what = f"Notification {notification_id} was sent ({message_id})"
+    recorded = record_done(
+        lambda: _finish(notification_id, Status.SENT, message_id=message_id, claim=claim),
+        claimed_until=claim,
+        what=what,
     )
+    if not recorded:
+        logger.error("%s, but its claim ran out before it was recorded: it is sent again", what)
     return None
 
 
-def _finish(notification_id: int, status: str, *, error: str = "", message_id: str = "") -> None:
+def _finish(
+    notification_id: int,
+    status: str,
+    *,
+    error: str = "",
+    message_id: str = "",
+    claim: datetime | None = None,
+) -> int:
+    """Record the outcome while the message is still being sent (by this claim, if given)."""
     fields: dict[str, Any] = {"status": status, "error": error[:5000], "claimed_until": None}
     if status == Status.SENT:
         fields.update(sent_at=timezone.now(), provider_message_id=message_id)
-    Notification.objects.filter(pk=notification_id, status=Status.SENDING).update(**fields)
+    sending = Notification.objects.filter(pk=notification_id, status=Status.SENDING)
+    if claim is not None:
+        sending = sending.filter(claimed_until=claim)
+    return sending.update(**fields)
 
 
 # --- campaigns: creating a send and fanning it out ---------------------------------------
@@ -450,7 +464,7 @@ def _claim_messages(ids: Sequence[int]) -> list[Notification]:
     )
     return list(
         Notification.objects.filter(pk__in=ids, status=Status.SENDING, claimed_by=token)
-        .only("pk", "recipient", "idempotency_key", "attempts", "claimed_until")
+        .only("pk", "recipient", "idempotency_key", "attempts", "claimed_until", "claimed_by")
         .order_by("pk")
     )
 
@@ -532,9 +546,24 @@ def _record_slice(
     now: datetime,
     wait: float,
 ) -> None:
-    """The slice's outcomes, the send's counters and the batch's claim, in one transaction."""
+    """The slice's outcomes, the send's counters and the batch's claim, in one transaction.
+
+    Only messages still claimed by this slice are written: after a long database outage
+    the sweep may have recorded them as interrupted, and that record stands.
+    """
     with transaction.atomic():
         _lock_send(run.pk)
+        ours = set(
+            Notification.objects.filter(
+                pk__in=list(outcomes), status=Status.SENDING, claimed_by=messages[0].claimed_by
+            ).values_list("pk", flat=True)
+        )
+        if len(ours) < len(outcomes):
+            logger.error(
+                "Campaign send %s: %s handled after their claim ran out; not recorded again",
+                run.pk, plural(len(outcomes) - len(ours), "message"),
+            )  # fmt: skip
+            outcomes = {pk: outcome for pk, outcome in outcomes.items() if pk in ours}
         by_pk = {m.pk: m for m in messages}
         bulk_update_rows(
             Notification,
@@ -546,14 +575,15 @@ def _record_slice(
             ),
         )  # fmt: skip
         counts = {s: sum(1 for o in outcomes.values() if o[0] == s) for s in Status.values}
+        recorded_at = timezone.now()  # not `now`: the record may have waited for the database
         CampaignSend.objects.filter(pk=run.pk).update(
             messages_sent=F("messages_sent") + counts[Status.SENT],
             messages_failed=F("messages_failed") + counts[Status.FAILED],
             messages_suppressed=F("messages_suppressed") + counts[Status.SUPPRESSED],
-            progress_at=now,
+            progress_at=recorded_at,
         )
         CampaignBatch.objects.filter(pk=batch.pk).update(
-            claimed_until=None if wait else now + claim_lease()
+            claimed_until=None if wait else recorded_at + claim_lease()
         )
 
 

@@ -441,16 +441,25 @@ def refresh_run_notify(*, run_id: int, final_attempt: bool) -> float | None:
     except supplier.PermanentError as exc:
         _callback_end(run_id, attempt, Callback.FAILED, f"failed: {exc}")
         return None
+    lease = now + CALLBACK_LEASE
     record_done(
-        lambda: _callback_end(run_id, attempt, Callback.DELIVERED, f"delivered (HTTP {code})"),
-        claimed_until=now + CALLBACK_LEASE,
+        lambda: _callback_end(
+            run_id, attempt, Callback.DELIVERED, f"delivered (HTTP {code})", lease=lease
+        ),
+        claimed_until=lease,
         what=f"Refresh run {run_id}'s status callback was delivered (HTTP {code})",
     )
     return None
 
 
-def _callback_end(run_id: int, attempt: int, state: str, detail: str) -> None:
-    RefreshRun.objects.filter(pk=run_id).update(
+def _callback_end(
+    run_id: int, attempt: int, state: str, detail: str, *, lease: datetime | None = None
+) -> int:
+    """Record the callback's outcome (only while this `lease` holds, if given)."""
+    rows = RefreshRun.objects.filter(pk=run_id)
+    if lease is not None:
+        rows = rows.filter(callback_lease_until=lease)
+    return rows.update(
         callback_state=state,
         callback_detail=detail[:255],
         callback_attempts=attempt,

@@ -41,21 +41,37 @@ def record_done(write: Callable[[], T], *, claimed_until: datetime, what: str) -
 
     Raised to the task instead, the write would be retried by a delivery that finds the
     claim taken and does nothing, and once the claim ran out the work would be done again:
-    a second email. The pool already waits DB_POOL_TIMEOUT for a connection; this covers a
-    longer outage, up to the claim's end (then the error goes to the task, logged).
+    a second email. The pool already waits for a connection; this covers a longer outage,
+    as long as another attempt can end before the claim does (then the error goes to the
+    task, logged). `write` should match its rows by the claim too: an attempt that ends
+    late then changes nothing that is no longer ours.
     """
     delay = 0.25
     while True:
         try:
             return write()
         except TRANSIENT_DB_ERRORS as exc:
+            if connection.in_atomic_block:
+                raise  # the caller's transaction is broken: only the caller can retry it
             left = (claimed_until - timezone.now()).total_seconds() - CLAIM_MARGIN
-            if left <= 0:
+            if left <= _attempt_may_take():
                 logger.error("%s, but recording it failed until its claim ran out: %s", what, exc)
                 raise
-            pause = min(delay, left)
+            pause = min(delay, left - _attempt_may_take())
             logger.warning("%s; recording it failed (%s), trying again in %.1f s", what, exc, pause)
-            if not connection.in_atomic_block:
-                connection.close()  # a dead connection goes back to the pool, discarded
+            connection.close()  # a dead connection goes back to the pool, discarded
             time.sleep(pause)
             delay = min(delay * 2, RECORD_BACKOFF_MAX)
+
+
+def _attempt_may_take() -> float:
+    """The longest one attempt may wait for the database, in seconds.
+
+    PostgreSQL: the pool's timeout, twice (core.db.postgresql checks the pool once and
+    asks again); SQLite: its busy timeout.
+    """
+    options = connection.settings_dict["OPTIONS"]
+    pool = options.get("pool")
+    if isinstance(pool, dict):
+        return 2 * float(pool.get("timeout", 30))
+    return float(options.get("timeout", 5))

@@ -130,11 +130,14 @@ class DatabaseProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            if self.mode == "refuse":
+            with self._lock:  # drop() either sees this connection or it sees "refuse"
+                mode = self.mode
+                if mode != "refuse":
+                    self._open.add(client)
+            if mode == "refuse":
                 client.close()
                 continue
-            self._keep(client)
-            if self.mode == "hang":
+            if mode == "hang":
                 continue
             try:
                 upstream = socket.create_connection(self.target)
@@ -168,6 +171,7 @@ class DatabaseProxy:
             self._close(dst)
 
     def drop(self) -> None:
+        """Close every connection carried now (set `mode` first to refuse the next ones)."""
         with self._lock:
             carried = list(self._open)
         for sock in carried:

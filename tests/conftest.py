@@ -20,6 +20,17 @@ from proj.celery import app as celery_app
 from tests.support.faults import publishing_to
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """scripts/test's second pass (PostgreSQL) skips what does not depend on the database:
+    it ran in the first, and the two passes together must stay well under 15 minutes."""
+    if os.environ.get("SHOP_TEST_SKIP_DATABASE_AGNOSTIC") != "1":
+        return
+    skip = pytest.mark.skip(reason="database-agnostic: run in scripts/test's SQLite pass")
+    for item in items:
+        if item.get_closest_marker("database_agnostic"):
+            item.add_marker(skip)
+
+
 def _redis_url(db: int) -> str:
     base = settings.CELERY_BROKER_URL.rsplit("/", 1)[0]
     return f"{base}/{db}"

@@ -21,6 +21,8 @@ from shop.models import Product, RefreshRun
 from shop.workflows import refresh_run_request
 from tests.support.settings_env import manage
 
+pytestmark = pytest.mark.database_agnostic
+
 AUTH = ("ops", "s3cret-flower")
 READ_ONLY = "Flower is read-only"
 PREFORK = next(p for p in topology.POOLS if p.pool == "prefork")

@@ -17,7 +17,7 @@ from core.waiting import wait_for
 from proj import topology
 from tests.support.faults import PrivateRedis, publishing_to
 
-pytestmark = pytest.mark.workers
+pytestmark = [pytest.mark.workers, pytest.mark.database_agnostic]
 
 
 @pytest.fixture

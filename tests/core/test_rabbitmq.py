@@ -14,6 +14,8 @@ from core.models import DeadLetter
 from core.waiting import wait_for
 from proj import topology
 
+pytestmark = pytest.mark.database_agnostic
+
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 

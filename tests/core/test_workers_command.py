@@ -17,6 +17,8 @@ from core.waiting import wait_for
 from proj import topology
 from tests.support.settings_env import manage
 
+pytestmark = pytest.mark.database_agnostic
+
 GEVENT = tuple(p for p in topology.POOLS if p.pool == "gevent")
 PREFORK = tuple(p for p in topology.POOLS if p.pool == "prefork")
 # What `workers start` runs in the test below: a gevent pool of several nodes (refresh),

@@ -21,7 +21,7 @@ from tests.imports.test_fairness import start
 from tests.support.factories import make_staff
 from tests.support.faults import publishing_to
 
-pytestmark = pytest.mark.workers
+pytestmark = [pytest.mark.workers, pytest.mark.database_agnostic]
 
 
 def queue_exists(name: str) -> bool:

@@ -153,6 +153,9 @@ class OrderLineInline(admin.TabularInline):
     extra = 0
     raw_id_fields = ("product",)
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[OrderLine]:
+        return super().get_queryset(request).select_related("product")  # each row's label
+
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):

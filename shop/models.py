@@ -95,7 +95,8 @@ class OrderLine(models.Model):
     unit_price = models.DecimalField(max_digits=12, decimal_places=2)
 
     def __str__(self) -> str:
-        return f"{self.quantity} x {self.product_id}"
+        """What the order's page shows above the line: the product, not its database id."""
+        return f"{self.quantity} x {self.product.sku}"
 
     @property
     def total(self) -> Decimal:

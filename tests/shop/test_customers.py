@@ -62,3 +62,15 @@ def test_a_refresh_with_errors_emails_its_requester(workers, supplier, smtp):
     assert mail.subject == f"Refresh run #{run.pk} finished with errors: 1 of 2 products failed"
     assert f"{products[0].sku}: not found at the supplier (HTTP 404)" in mail.body
     assert f"http://127.0.0.1:8000/admin/shop/refreshrun/{run.pk}/change/" in mail.body
+
+
+@pytest.mark.django_db
+def test_an_orders_page_names_the_product_of_each_line(admin_client, django_assert_max_num_queries):
+    demo.seed(products=3, orders=1, customers=1)
+    order = Order.objects.get()
+    line = order.lines.select_related("product").first()
+    url = reverse("admin:shop_order_change", args=[order.pk])
+    with django_assert_max_num_queries(30):  # not one more query per line
+        page = admin_client.get(url)
+    assert page.status_code == 200
+    assert f"{line.quantity} x {line.product.sku}" in page.content.decode()

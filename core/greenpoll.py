@@ -68,6 +68,7 @@ def install(brpop_timeout: float | None = None) -> bool:
     from celery.worker import loops
     from celery.worker.consumer.consumer import Consumer
     from kombu.transport import redis as kombu_redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
     if brpop_timeout:
         kombu_redis.Transport.brpop_timeout = brpop_timeout
@@ -97,7 +98,7 @@ def install(brpop_timeout: float | None = None) -> bool:
             if lost is not None:
                 delattr(channel, _ACK_LOST)
                 # A connection error: the consumer reconnects, and its slots start afresh.
-                raise _redis_connection_error(f"an acknowledgement was lost: {lost!r}") from lost
+                raise RedisConnectionError(f"an acknowledgement was lost: {lost!r}") from lost
         if watching:
             wake.watch(self.poller)
         if watching and wake.take():
@@ -194,12 +195,6 @@ class _Wake:
             while os.read(self.read_fd, 512):
                 pass
         return True
-
-
-def _redis_connection_error(message: str) -> Exception:
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    return RedisConnectionError(message)
 
 
 def _drain_if_readable(quick_drain: Callable[..., Any]) -> Callable[..., Any]:

@@ -118,5 +118,5 @@ RUN_KIND = runs.RunKind(
     cancel=_cancel,
     followup=_followup,
     followup_candidates=services.refresh_callback_overdue,
-    queues=lambda run: _work_queues(run),
+    queues=_work_queues,
 )
